@@ -1,0 +1,138 @@
+"""Checkpoints: atomic saves of model + training state, resume, and safe model loading.
+
+Layout inside a run folder:
+
+    model.keras                       latest policy (with optimizer state)
+    best.keras                        policy with the best running reward seen at a checkpoint
+    checkpoints/update-00000040/      one folder per checkpoint, the last KEEP_CHECKPOINTS kept
+        model.keras                   model + optimizer state
+        state.json                    counters, running reward, action-sampler RNG state
+
+Each checkpoint folder is written under a temporary name and renamed into place, so a crash during
+a save never leaves a half-written checkpoint where resume would find it. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import keras
+
+KEEP_CHECKPOINTS = 3
+CHECKPOINT_PREFIX = "update-"
+
+
+class TrainingState(NamedTuple):
+    """Everything besides the model needed to continue a run exactly."""
+
+    update: int
+    env_steps: int
+    episodes: int
+    running_reward: float | None
+    best_running_reward: float | None
+    wall_time: float
+    rng_state: dict[str, Any]
+    """`numpy.random.Generator.bit_generator.state` of the action sampler."""
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, unsafe, or does not fit the environment."""
+
+
+def save_checkpoint(run_dir: Path, model: keras.Model, state: TrainingState) -> Path:
+    """Writes a checkpoint folder atomically, refreshes `model.keras`, and prunes old checkpoints.
+
+    Returns:
+        The new checkpoint folder.
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{CHECKPOINT_PREFIX}{state.update:08d}"
+    temporary = root / f".tmp-{final.name}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    model.save(temporary / "model.keras")
+    _write_json(temporary / "state.json", state._asdict())
+    _fsync_dir(temporary)
+    if final.exists():
+        shutil.rmtree(final)
+    temporary.rename(final)
+    _fsync_dir(root)
+    save_model_atomically(model, Path(run_dir) / "model.keras")
+    for old in list_checkpoints(run_dir)[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> None:
+    """Saves `model` to `path` (.keras) through a temporary file and a rename."""
+    temporary = path.with_name(f".tmp-{path.name}")
+    model.save(temporary)
+    with temporary.open("rb") as file:
+        os.fsync(file.fileno())
+    temporary.replace(path)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders of a run, newest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX)), reverse=True)
+
+
+def load_latest_checkpoint(run_dir: Path) -> tuple[keras.Model, TrainingState]:
+    """Loads the newest checkpoint that reads back whole, falling back to older ones.
+
+    Raises:
+        FileNotFoundError: if the run folder has no readable checkpoint.
+    """
+    problems = []
+    for folder in list_checkpoints(run_dir):
+        try:
+            state = TrainingState(**json.loads((folder / "state.json").read_text()))
+            model = load_policy(folder / "model.keras", compile=True)
+            return model, state
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            problems.append(f"{folder.name}: {error}")
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise FileNotFoundError(f"{run_dir}: no readable checkpoint to resume from{detail}")
+
+
+def load_policy(path: Path, compile: bool = False) -> keras.Model:
+    """Loads a `.keras` policy in Keras safe mode: a file that carries code (a Lambda layer) is refused.
+
+    Args:
+        path: the `.keras` file.
+        compile: also restore the optimizer and loss (needed to continue training).
+
+    Raises:
+        ModelFileError: missing file, not a Keras archive, or unsafe content; one line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for bad archives; report one line.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"{path}: cannot load a Keras model safely: {reason}") from None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with path.open("w") as file:
+        json.dump(data, file, indent=1)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,85 @@
+"""Command-line entry points behind `scripts/`: parse arguments, call one function, report errors.
+
+Bad input ends with one line on stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from pgkeras.config import ConfigError, apply_overrides, config_from_dict, load_config
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow prints several lines of C++ start-up notices on import; keep warnings and errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def train_main(argv: list[str] | None = None, default_config: str | None = None, prog: str | None = None) -> int:
+    """`train.py` / `train_pong.py`: train a policy from a YAML config. Returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a Keras policy with the cross-entropy trick (REINFORCE as model.fit).",
+    )
+    parser.add_argument("--config", default=default_config,
+                        help=f"YAML config file (default: {default_config})" if default_config else "YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set train.learning_rate=3e-4 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<config name>-<time>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its newest checkpoint")
+    args = parser.parse_args(argv)
+    if args.config is None and args.resume is None:
+        return _fail("--config FILE is required (or --resume RUN_DIR), e.g. --config configs/cartpole.yaml")
+
+    try:
+        if args.resume is not None:
+            run_dir = args.resume
+            saved = run_dir / "config.yaml"
+            if not saved.is_file():
+                return _fail(f"{saved}: not found; --resume needs a run folder made by this trainer")
+            import yaml
+
+            config = apply_overrides(config_from_dict(yaml.safe_load(saved.read_text()) or {}, str(saved)), args.overrides, str(saved))
+        else:
+            config = load_config(args.config, args.overrides)
+            stem = Path(args.config).stem if args.config else "run"
+            run_dir = args.run_dir or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if (run_dir / "config.yaml").exists():
+                return _fail(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+    except ConfigError as error:
+        return _fail(str(error))
+
+    _quiet_tensorflow()
+    from pgkeras.checkpoints import ModelFileError
+    from pgkeras.train import train
+
+    print(f"run folder: {run_dir}")
+    try:
+        result = train(config, run_dir, resume=args.resume is not None)
+    except (FileNotFoundError, ModelFileError) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print(f"\nstopped at once; resume from the last checkpoint with: --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.interrupted:
+        print(f"stopped after update {result.updates} with a checkpoint; continue with: --resume {run_dir}")
+        return EXIT_INTERRUPTED
+    print(
+        f"done: {result.updates} updates, {result.env_steps:,} steps, {result.episodes} episodes, "
+        f"running reward {result.running_reward if result.running_reward is not None else float('nan'):.2f}; "
+        f"outputs in {run_dir}"
+    )
+    return 0

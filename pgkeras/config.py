@@ -1,0 +1,343 @@
+"""Typed settings: defaults <- YAML file <- `--set a.b=c` overrides, validated with helpful errors.
+
+Every setting has a declared type. YAML values are coerced to it (PyYAML reads `1e-4` as a string,
+so "1e-4" becomes the float 0.0001) or rejected with a one-line `ConfigError` that names the file,
+the dotted key, what was received and what was expected. Unknown keys are rejected with the nearest
+valid name suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file, override or value is not valid. The message is one line."""
+
+
+@dataclass
+class EnvConfig:
+    """Which game is played, and how many copies of it step in parallel."""
+
+    id: str = "ALE/Pong-v5"
+    """Game id. `ALE/Pong-v5` uses ale-py's C++ vector env with Karpathy's preprocessing; any other
+    id is made with `gymnasium.make_vec` and its observations are flattened to float32 vectors."""
+    num_envs: int = 8
+    """Games stepped together; one batched forward pass chooses all their actions."""
+    frame_skip: int = 4
+    """Emulator frames per agent step (Atari only). Karpathy's gym Pong-v0 skipped 2-4 at random."""
+    sticky_action_prob: float = 0.0
+    """Probability that the emulator repeats the previous action instead (Atari only; v5 uses 0.25)."""
+    max_episode_steps: int | None = None
+    """Cut an episode after this many agent steps (null: the game's own limit, 108,000 frames for Atari)."""
+    num_threads: int = 0
+    """Emulator worker threads (Atari only); 0 lets ale-py pick one per core."""
+
+
+@dataclass
+class ModelConfig:
+    """The policy network: observation vector in, softmax over actions out."""
+
+    kind: Literal["mlp", "conv"] = "mlp"
+    """`mlp`: Dense layers on the flat vector (Karpathy). `conv`: convolutions on the 80x80 image."""
+    hidden_units: list[int] = field(default_factory=lambda: [200])
+    """Width of each hidden Dense layer (ReLU). For `conv`, the Dense layers after the convolutions."""
+    conv_filters: list[int] = field(default_factory=lambda: [16, 32])
+    """Filters of each convolution (`conv` only)."""
+    conv_kernel_sizes: list[int] = field(default_factory=lambda: [8, 4])
+    """Square kernel size of each convolution (`conv` only)."""
+    conv_strides: list[int] = field(default_factory=lambda: [4, 2])
+    """Stride of each convolution (`conv` only)."""
+
+
+@dataclass
+class TrainConfig:
+    """How experience becomes one `model.fit` update, and when to stop."""
+
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    """Keras optimizer applied to the cross-entropy-trick loss."""
+    learning_rate: float = 1e-3
+    """Optimizer step size."""
+    rmsprop_rho: float = 0.99
+    """RMSprop's decay of the running mean of squared gradients (Karpathy's `decay_rate`)."""
+    gamma: float = 0.99
+    """Discount of future rewards, in [0, 1]."""
+    reset_on_reward: bool = True
+    """Restart the discounted sum at every non-zero reward. Pong-specific: each point is its own game."""
+    advantage: Literal["standardize", "center", "none"] = "standardize"
+    """Advantages from returns over the batch: subtract the mean and divide by the standard
+    deviation (Karpathy), subtract the mean only (the blog), or use the returns as they are."""
+    episodes_per_update: int | None = None
+    """Update after this many finished episodes (Karpathy: 10). Set this or `samples_per_update`."""
+    samples_per_update: int | None = 5000
+    """Update once this many agent steps of finished segments (points, or episodes if
+    `reset_on_reward` is false) are collected. Set this or `episodes_per_update`."""
+    minibatch_size: int | None = None
+    """`batch_size` given to `model.fit`; null: the whole batch, one optimizer step per update."""
+    max_steps: int | None = None
+    """Stop after this many agent steps, summed over all games (null: run until stopped)."""
+    checkpoint_every: int = 20
+    """Write a checkpoint (and refresh model.keras / best.keras) every this many updates."""
+    log_every: int = 10
+    """When the terminal is not interactive, print a progress line every this many updates."""
+
+
+@dataclass
+class Config:
+    """All settings of a training run. `configs/*.yaml` files override these defaults."""
+
+    seed: int = 0
+    """Seeds the action sampler, Keras's initialisers and the games."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads a YAML config over the defaults, then applies `--set` overrides, and validates it.
+
+    Args:
+        path: YAML file, or None for the defaults alone.
+        overrides: strings `dotted.key=value`; each value is read as YAML (`[64, 64]`, `null`, `3e-4`).
+
+    Returns:
+        The validated `Config`.
+
+    Raises:
+        ConfigError: missing or malformed file, unknown key, wrong type or out-of-range value.
+
+    Example:
+        >>> load_config(None, ["train.learning_rate=3e-4"]).train.learning_rate
+        0.0003
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        data = _read_yaml(Path(path))
+    config = Config()
+    _merge(config, data, source, prefix="")
+    return apply_overrides(config, overrides, source)
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...], source: str = "config") -> Config:
+    """Applies `--set dotted.key=value` strings to `config` in place, validates, and returns it.
+
+    Raises:
+        ConfigError: bad syntax, unknown key, wrong type or out-of-range value.
+    """
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_dotted(config, key, value, source="--set")
+    validate(config, source if not overrides else f"{source} with --set")
+    return config
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Builds a validated `Config` from a nested dict such as a run's saved config.yaml."""
+    config = Config()
+    _merge(config, data, source, prefix="")
+    validate(config, source)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Returns the config as plain nested dicts, lists and scalars (for YAML)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Writes the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; pass an existing YAML file, e.g. configs/pong.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {_kind(data)}")
+    return data
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.learning_rate=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML") from None
+    return key.strip(), value
+
+
+def _set_dotted(config: Config, key: str, value: Any, source: str) -> None:
+    node: Any = config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        path = ".".join(parts[: depth + 1])
+        names = [f.name for f in dataclasses.fields(node)]
+        if part not in names:
+            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(part, names, parts[:depth])}")
+        if depth == len(parts) - 1:
+            hint = typing.get_type_hints(type(node))[part]
+            if dataclasses.is_dataclass(hint):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: '{path}' is a section; set one of its keys, e.g. {path}.{_first_field(hint)}=...")
+                _merge(getattr(node, part), value, source, prefix=path + ".")
+            else:
+                setattr(node, part, _coerce(value, hint, source, path))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node):
+                raise ConfigError(f"{source}: '{path}' is a value, not a section, so '{key}' does not exist")
+
+
+def _merge(node: Any, data: Any, source: str, prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping of settings, got {_kind(data)}")
+    hints = typing.get_type_hints(type(node))
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(key), list(hints), prefix.rstrip('.').split('.') if prefix else [])}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            _merge(getattr(node, key), value, source, prefix=path + ".")
+        else:
+            setattr(node, key, _coerce(value, hint, source, path))
+
+
+def _suggest(name: str, names: list[str], parents: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    prefix = ".".join(parents) + "." if parents else ""
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; valid keys here: {', '.join(prefix + n for n in names)}"
+
+
+def _first_field(section: Any) -> str:
+    return dataclasses.fields(section)[0].name
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    """Converts a YAML value to the declared type, or raises a ConfigError naming both."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, source, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: got {value!r}, expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected a list, e.g. [200] or [64, 64]")
+        (inner,) = args
+        return [_coerce(item, inner, source, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected an integer")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string, not a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected a string")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not user input
+
+
+def validate(config: Config, source: str = "config") -> None:
+    """Checks value ranges and combinations; raises `ConfigError` naming the first bad key."""
+
+    def fail(key: str, received: Any, expected: str) -> None:
+        raise ConfigError(f"{source}: {key}: got {received!r}, expected {expected}")
+
+    env, model, train = config.env, config.model, config.train
+    if not env.id:
+        fail("env.id", env.id, "a game id such as ALE/Pong-v5 or CartPole-v1")
+    if env.num_envs < 1:
+        fail("env.num_envs", env.num_envs, "at least 1 game")
+    if env.frame_skip < 1:
+        fail("env.frame_skip", env.frame_skip, "an integer >= 1")
+    if not 0.0 <= env.sticky_action_prob <= 1.0:
+        fail("env.sticky_action_prob", env.sticky_action_prob, "a probability in [0, 1]")
+    if env.max_episode_steps is not None and env.max_episode_steps < 1:
+        fail("env.max_episode_steps", env.max_episode_steps, "null or an integer >= 1")
+    if env.num_threads < 0:
+        fail("env.num_threads", env.num_threads, "0 (automatic) or a positive number of threads")
+    if model.kind == "mlp" and not model.hidden_units:
+        fail("model.hidden_units", model.hidden_units, "at least one layer width, e.g. [200]")
+    for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):
+        values = getattr(model, name)
+        if any(v < 1 for v in values):
+            fail(f"model.{name}", values, "positive integers")
+    if model.kind == "conv" and not (
+        len(model.conv_filters) == len(model.conv_kernel_sizes) == len(model.conv_strides) >= 1
+    ):
+        fail("model.conv_filters", model.conv_filters, "one entry per convolution, the same count as conv_kernel_sizes and conv_strides")
+    if not train.learning_rate > 0:
+        fail("train.learning_rate", train.learning_rate, "a positive number such as 1e-3")
+    if not 0.0 <= train.rmsprop_rho < 1.0:
+        fail("train.rmsprop_rho", train.rmsprop_rho, "a number in [0, 1)")
+    if not 0.0 <= train.gamma <= 1.0:
+        fail("train.gamma", train.gamma, "a discount in [0, 1]")
+    if (train.episodes_per_update is None) == (train.samples_per_update is None):
+        fail("train.samples_per_update", train.samples_per_update, "exactly one of train.episodes_per_update and train.samples_per_update to be set (the other null)")
+    if train.episodes_per_update is not None and train.episodes_per_update < 1:
+        fail("train.episodes_per_update", train.episodes_per_update, "an integer >= 1")
+    if train.samples_per_update is not None and train.samples_per_update < 1:
+        fail("train.samples_per_update", train.samples_per_update, "an integer >= 1")
+    if train.minibatch_size is not None and train.minibatch_size < 1:
+        fail("train.minibatch_size", train.minibatch_size, "null (whole batch) or an integer >= 1")
+    if train.max_steps is not None and train.max_steps < 1:
+        fail("train.max_steps", train.max_steps, "null (run until stopped) or an integer >= 1")
+    if train.checkpoint_every < 1:
+        fail("train.checkpoint_every", train.checkpoint_every, "an integer >= 1")
+    if train.log_every < 1:
+        fail("train.log_every", train.log_every, "an integer >= 1")

@@ -1,0 +1,206 @@
+"""Vectorised games: Pong through ale-py's C++ vector env, anything else through gymnasium.
+
+Both kinds step all their games at once and reset finished games in the same step (gymnasium's
+`SAME_STEP` autoreset), so every returned row is a real transition and no step is wasted.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from pgkeras.config import Config
+from pgkeras.preprocess import FRAME_HEIGHT, FRAME_SIZE, FRAME_WIDTH, FrameDifference, pong_frames
+
+PONG_IDS = ("ALE/Pong-v5", "Pong", "pong")
+# Indices into Pong's minimal action set [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]:
+# RIGHT moves the agent's paddle up and LEFT moves it down (Karpathy's actions 2 and 3).
+PONG_ACTIONS = np.array([2, 3], dtype=np.int32)
+PONG_ACTION_NAMES = ("UP", "DOWN")
+
+
+class StepResult(NamedTuple):
+    """What one step of all games returns. Row i belongs to game i."""
+
+    observations: np.ndarray
+    """`(N, observation_size)`: the next observation; for a game that just ended, the first of
+    its next episode."""
+    rewards: np.ndarray
+    """float32 `(N,)`."""
+    terminated: np.ndarray
+    """bool `(N,)`: the episode ended by the game's rules."""
+    truncated: np.ndarray
+    """bool `(N,)`: the episode was cut by a step limit."""
+
+
+class PongVectorEnv:
+    """Pong games stepped together in ale-py's C++ vector env, seen as Karpathy's frame differences.
+
+    Observations are int8 `(N, 6400)` differences of consecutive 0/1 frames; actions are 0 (UP)
+    and 1 (DOWN).
+
+    Args:
+        num_envs: games played at once.
+        frame_skip: emulator frames per agent step.
+        sticky_action_prob: probability of repeating the previous action.
+        max_episode_steps: agent steps after which an episode is cut, or None for ALE's 108,000 frames.
+        num_threads: emulator threads; 0 lets ale-py choose.
+    """
+
+    observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
+    observation_size = FRAME_SIZE
+    observation_dtype = np.dtype(np.int8)
+    num_actions = len(PONG_ACTIONS)
+    action_names = PONG_ACTION_NAMES
+
+    def __init__(
+        self,
+        num_envs: int,
+        frame_skip: int = 4,
+        sticky_action_prob: float = 0.0,
+        max_episode_steps: int | None = None,
+        num_threads: int = 0,
+    ):
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.num_envs = num_envs
+        self.vector_env = AtariVectorEnv(
+            "pong",
+            num_envs,
+            num_threads=num_threads,
+            frameskip=frame_skip,
+            repeat_action_probability=sticky_action_prob,
+            max_num_frames_per_episode=(max_episode_steps * frame_skip if max_episode_steps else 108_000),
+            # The full 210x160 screen in grayscale: Karpathy's crop and downsample happen in
+            # pong_frames, and a resize here would blur the 2-pixel ball.
+            img_height=210,
+            img_width=160,
+            grayscale=True,
+            stack_num=1,
+            # No max over the last two frames: it would draw the ball twice.
+            maxpool=False,
+            noop_max=0,
+            use_fire_reset=False,
+            reward_clipping=False,
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
+        self.difference = FrameDifference(num_envs)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences."""
+        screens, info = self.vector_env.reset(seed=seed)
+        screens = self._in_env_order(screens, info)
+        return self.difference(pong_frames(screens[:, 0]), np.ones(self.num_envs, dtype=bool))
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
+        screens, rewards, terminated, truncated, info = self.vector_env.step(PONG_ACTIONS[actions])
+        order = info["env_id"]
+        if not (order[:-1] < order[1:]).all():
+            screens, rewards, terminated, truncated = (
+                self._in_env_order(x, info) for x in (screens, rewards, terminated, truncated)
+            )
+        observations = self.difference(pong_frames(screens[:, 0]), terminated | truncated)
+        return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
+
+    @staticmethod
+    def _in_env_order(values: np.ndarray, info: dict) -> np.ndarray:
+        ordered = np.empty_like(values)
+        ordered[info["env_id"]] = values
+        return ordered
+
+    def close(self) -> None:
+        self.vector_env.close()
+
+
+class GymVectorEnv:
+    """Any gymnasium game with discrete actions, stepped with `gymnasium.make_vec`.
+
+    Box observations are flattened to float32 vectors; Discrete observations become one-hot vectors.
+
+    Args:
+        env_id: gymnasium id, e.g. "CartPole-v1".
+        num_envs: copies stepped together.
+        max_episode_steps: step limit per episode, or None for the game's own.
+    """
+
+    observation_dtype = np.dtype(np.float32)
+
+    def __init__(self, env_id: str, num_envs: int, max_episode_steps: int | None = None):
+        kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+        self.num_envs = num_envs
+        self.vector_env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **kwargs,
+        )
+        space = self.vector_env.single_observation_space
+        action_space = self.vector_env.single_action_space
+        if not isinstance(action_space, gym.spaces.Discrete):
+            self.vector_env.close()
+            raise ValueError(f"env.id {env_id!r}: expected a game with discrete actions, got {action_space}")
+        if isinstance(space, gym.spaces.Discrete):
+            self.observation_shape: tuple[int, ...] = (int(space.n),)
+        elif isinstance(space, gym.spaces.Box):
+            self.observation_shape = tuple(int(d) for d in space.shape)
+        else:
+            self.vector_env.close()
+            raise ValueError(f"env.id {env_id!r}: expected Box or Discrete observations, got {space}")
+        self.observation_size = int(np.prod(self.observation_shape))
+        self.num_actions = int(action_space.n)
+        self.action_names = tuple(str(i) for i in range(self.num_actions))
+        self._one_hot = isinstance(space, gym.spaces.Discrete)
+
+    def _observations(self, raw: np.ndarray) -> np.ndarray:
+        if self._one_hot:
+            return np.eye(self.observation_size, dtype=np.float32)[raw]
+        return np.asarray(raw, dtype=np.float32).reshape(self.num_envs, self.observation_size)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Starts every game anew; game i is seeded with `seed + i`."""
+        raw, _ = self.vector_env.reset(seed=seed)
+        return self._observations(raw)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Plays one step in every game. `actions`: int `(N,)`."""
+        raw, rewards, terminated, truncated, _ = self.vector_env.step(np.asarray(actions))
+        return StepResult(self._observations(raw), rewards.astype(np.float32), terminated, truncated)
+
+    def close(self) -> None:
+        self.vector_env.close()
+
+
+def is_pong(env_id: str) -> bool:
+    """Whether `env_id` names Pong, which gets the ale-py vector env and Karpathy's preprocessing."""
+    return env_id in PONG_IDS
+
+
+def make_env(config: Config) -> PongVectorEnv | GymVectorEnv:
+    """Builds the vectorised game the config asks for.
+
+    Args:
+        config: uses `env.id`, `env.num_envs`, `env.frame_skip`, `env.sticky_action_prob`,
+            `env.max_episode_steps` and `env.num_threads`.
+
+    Returns:
+        An object with `reset(seed)`, `step(actions)`, `close()`, `num_envs`, `num_actions`,
+        `observation_size`, `observation_shape` and `observation_dtype`.
+    """
+    env = config.env
+    if is_pong(env.id):
+        return PongVectorEnv(
+            env.num_envs,
+            frame_skip=env.frame_skip,
+            sticky_action_prob=env.sticky_action_prob,
+            max_episode_steps=env.max_episode_steps,
+            num_threads=env.num_threads,
+        )
+    try:
+        return GymVectorEnv(env.id, env.num_envs, env.max_episode_steps)
+    except gym.error.Error as error:
+        raise ValueError(f"env.id: cannot make {env.id!r}: {error}") from None

@@ -1,0 +1,123 @@
+"""Policy networks: Functional Keras models from observation vector to softmax over actions.
+
+Each model is compiled for the cross-entropy trick (`loss="categorical_crossentropy"`, trained with
+the advantages as `sample_weight`; see `pgkeras.train.update_policy`). Knows nothing of gymnasium.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from pgkeras.config import ModelConfig, TrainConfig
+
+
+def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """Returns the Keras optimizer named by `train.optimizer` at `train.learning_rate`."""
+    if train.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=train.learning_rate)
+    if train.optimizer == "rmsprop":
+        # Karpathy's RMSprop has no momentum and epsilon 1e-5.
+        return keras.optimizers.RMSprop(learning_rate=train.learning_rate, rho=train.rmsprop_rho, epsilon=1e-5)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=train.learning_rate)
+    raise ValueError(f"train.optimizer: got {train.optimizer!r}, expected 'adam', 'rmsprop' or 'sgd'")
+
+
+def build_policy(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    observation_shape: tuple[int, ...],
+    num_actions: int,
+) -> keras.Model:
+    """Builds and compiles the policy network.
+
+    The input is the flat observation vector of `prod(observation_shape)` floats. `mlp` stacks
+    Dense(ReLU) layers of `hidden_units` and a Dense softmax. `conv` first reshapes the vector to
+    `observation_shape + (1,)` (the 80x80 Pong difference image), applies the convolutions, then
+    the Dense layers.
+
+    Args:
+        model_config: architecture settings.
+        train_config: optimizer settings for `compile`.
+        observation_shape: shape of one observation, e.g. `(80, 80)` for Pong or `(4,)` for CartPole.
+        num_actions: size of the softmax.
+
+    Returns:
+        A compiled `keras.Model` mapping float32 `(B, prod(observation_shape))` to action
+        probabilities `(B, num_actions)`.
+    """
+    observation_size = int(np.prod(observation_shape))
+    inputs = keras.Input(shape=(observation_size,), name="observation")
+    x = inputs
+    if model_config.kind == "conv":
+        if len(observation_shape) != 2:
+            raise ValueError(
+                f"model.kind 'conv' needs image observations (H, W), got shape {observation_shape}; use model.kind=mlp"
+            )
+        x = keras.layers.Reshape((*observation_shape, 1), name="image")(x)
+        for i, (filters, kernel, stride) in enumerate(
+            zip(model_config.conv_filters, model_config.conv_kernel_sizes, model_config.conv_strides, strict=True)
+        ):
+            x = keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=f"conv_{i}")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(model_config.hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+    outputs = keras.layers.Dense(num_actions, activation="softmax", name="action_probabilities")(x)
+    model = keras.Model(inputs, outputs, name=f"policy_{model_config.kind}")
+    compile_for_trick(model, make_optimizer(train_config))
+    return model
+
+
+def compile_for_trick(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compiles `model` so that `fit(x, one_hot(actions), sample_weight=advantages)` is REINFORCE.
+
+    The default reduction divides the weighted sum by the number of samples, so one step follows
+    (1 / N) * sum_i A_i * grad log pi(a_i | s_i). (Keras's other option would divide by the sum of
+    the weights, which is about zero once the advantages are centred.)
+    """
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+
+
+class ActionSampler:
+    """Chooses actions for all games with one batched forward pass.
+
+    Uses `predict_on_batch`, Keras's compiled single-batch inference, never `model.predict`
+    (which builds a dataset and costs tens of milliseconds per call).
+
+    Args:
+        model: the policy; maps float32 `(N, D)` to probabilities `(N, A)`.
+        rng: numpy generator that draws the actions; seed it for repeatable runs.
+    """
+
+    def __init__(self, model: keras.Model, rng: np.random.Generator):
+        self.model = model
+        self.rng = rng
+
+    def probabilities(self, observations: np.ndarray) -> np.ndarray:
+        """Returns float `(N, A)` action probabilities for observations `(N, D)`."""
+        return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
+
+    def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
+        """Draws one action per row from the softmax (or takes the argmax when `greedy`).
+
+        Returns:
+            int32 `(N,)` action indices.
+        """
+        probabilities = self.probabilities(observations)
+        if greedy:
+            return probabilities.argmax(axis=1).astype(np.int32)
+        return sample_categorical(probabilities, self.rng)
+
+
+def sample_categorical(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws one index per row of `probabilities` `(N, A)` by inverting the cumulative sum.
+
+    Example:
+        >>> sample_categorical(np.array([[0.0, 1.0], [1.0, 0.0]]), np.random.default_rng(0)).tolist()
+        [1, 0]
+    """
+    cumulative = np.cumsum(probabilities, axis=1)
+    uniform = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
+    actions = (uniform >= cumulative).sum(axis=1)
+    return np.minimum(actions, probabilities.shape[1] - 1).astype(np.int32)

@@ -1,0 +1,89 @@
+"""Discounted returns and advantages. Pure numpy; knows nothing of Keras."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+AdvantageMode = Literal["standardize", "center", "none"]
+# Below this spread the returns carry no preference between actions; dividing by it would only
+# amplify round-off into huge advantages (and 0/0 into NaN when every return is equal).
+MIN_STD = 1e-8
+
+
+def discounted_returns(
+    rewards: np.ndarray,
+    gamma: float,
+    reset_on_reward: bool = True,
+    episode_ends: np.ndarray | None = None,
+) -> np.ndarray:
+    """Discounted sum of future rewards at every step: G_t = r_t + gamma * G_{t+1}.
+
+    Args:
+        rewards: 1-D float array `(T,)`, the reward received after each step.
+        gamma: discount in [0, 1].
+        reset_on_reward: restart the sum at every non-zero reward, so that a step's return only
+            counts rewards up to the end of its own point. Pong-specific (Karpathy's
+            "reset the sum, since this was a game boundary"): each point is decided on its own.
+        episode_ends: optional bool `(T,)`, True on the last step of an episode; the sum never
+            crosses into the next episode.
+
+    Returns:
+        float32 array of the same shape as `rewards`.
+
+    Raises:
+        ValueError: if `rewards` is not 1-D or `gamma` is outside [0, 1].
+
+    Example:
+        >>> discounted_returns(np.array([0, 0, 1.0]), gamma=0.5).tolist()
+        [0.25, 0.5, 1.0]
+        >>> discounted_returns(np.array([0, 1.0, 0, -1.0]), gamma=0.5).tolist()  # two points
+        [0.5, 1.0, -0.5, -1.0]
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"expected a 1-D array of rewards, got shape {rewards.shape}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"expected gamma in [0, 1], got {gamma}")
+    ends = np.zeros(len(rewards), dtype=bool) if episode_ends is None else np.asarray(episode_ends, bool)
+    if ends.shape != rewards.shape:
+        raise ValueError(f"episode_ends has shape {ends.shape}, expected {rewards.shape} like rewards")
+    if reset_on_reward:
+        ends = ends | (rewards != 0)
+    # A plain Python loop over floats: ~0.3 us a step, negligible beside collecting the step.
+    returns = [0.0] * len(rewards)
+    running = 0.0
+    for t, (reward, end) in enumerate(zip(rewards.tolist()[::-1], ends.tolist()[::-1], strict=True)):
+        if end:
+            running = 0.0
+        running = reward + gamma * running
+        returns[t] = running
+    return np.array(returns[::-1], dtype=np.float32)
+
+
+def compute_advantages(returns: np.ndarray, mode: AdvantageMode = "standardize") -> np.ndarray:
+    """Turns a batch's returns into the advantages that weight each sample's log-likelihood.
+
+    Args:
+        returns: float array `(T,)` of discounted returns.
+        mode: "standardize" (subtract the mean, divide by the standard deviation: Karpathy),
+            "center" (subtract the mean: the blog), or "none".
+
+    Returns:
+        float32 array `(T,)`. A batch whose returns are all equal gives zeros, never NaN.
+
+    Example:
+        >>> compute_advantages(np.array([1.0, 3.0]), "center").tolist()
+        [-1.0, 1.0]
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    if mode == "none":
+        return returns.astype(np.float32)
+    if mode not in ("standardize", "center"):
+        raise ValueError(f"advantage mode: got {mode!r}, expected 'standardize', 'center' or 'none'")
+    advantages = returns - returns.mean() if len(returns) else returns
+    if mode == "standardize":
+        std = advantages.std() if len(advantages) else 0.0
+        advantages = advantages / std if std > MIN_STD else np.zeros_like(advantages)
+    return advantages.astype(np.float32)

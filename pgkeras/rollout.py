@@ -1,0 +1,184 @@
+"""The collector: steps all games at once and hands out complete batches for `model.fit`.
+
+Each game writes into its own row of preallocated arrays, so a step costs a few whole-array numpy
+operations whatever the number of games. A stretch of a game's steps becomes usable once its
+return is known: at the end of a point (when `reset_on_reward`) or of an episode. Unfinished
+stretches stay in the buffer and join a later batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from pgkeras.returns import discounted_returns
+
+INITIAL_CAPACITY = 1024
+
+
+class Batch(NamedTuple):
+    """Complete segments of experience, ready for one policy update. T samples in all."""
+
+    observations: np.ndarray
+    """`(T, D)` in the env's compact dtype (int8 frame differences for Pong)."""
+    actions: np.ndarray
+    """int32 `(T,)` sampled action indices."""
+    rewards: np.ndarray
+    """float32 `(T,)`."""
+    returns: np.ndarray
+    """float32 `(T,)` discounted returns, each within its own point or episode."""
+    episode_returns: np.ndarray
+    """float64 `(E,)`: total reward of each episode that finished while this batch was collected."""
+    episode_lengths: np.ndarray
+    """int64 `(E,)`: agent steps of those episodes."""
+    num_env_steps: int
+    """Agent steps taken (summed over games) while collecting, including unfinished segments."""
+
+
+class RolloutCollector:
+    """Collects batches from a vectorised game with a batched action chooser.
+
+    Args:
+        env: object with `reset(seed)`, `step(actions)`, `num_envs`, `observation_size` and
+            `observation_dtype` (see `pgkeras.envs.make_env`).
+        gamma: discount for the returns.
+        reset_on_reward: a segment ends at every non-zero reward (Pong points), not only at
+            episode ends.
+        episodes_per_update: a batch is ready once this many episodes have finished; the batch holds
+            those whole episodes. Set this or `samples_per_update`.
+        samples_per_update: a batch is ready once this many steps of finished segments are held.
+        seed: seeds the games on the first reset.
+    """
+
+    def __init__(
+        self,
+        env,
+        gamma: float,
+        reset_on_reward: bool,
+        episodes_per_update: int | None = None,
+        samples_per_update: int | None = None,
+        seed: int | None = None,
+    ):
+        if (episodes_per_update is None) == (samples_per_update is None):
+            raise ValueError("set exactly one of episodes_per_update and samples_per_update")
+        self.env = env
+        self.gamma = gamma
+        self.reset_on_reward = reset_on_reward
+        self.episodes_per_update = episodes_per_update
+        self.samples_per_update = samples_per_update
+        # Batches of whole episodes need episode ends only; batches of samples can use each point
+        # as soon as it is decided.
+        self._segment_on_reward = reset_on_reward and samples_per_update is not None
+        num_envs = env.num_envs
+        self._games = np.arange(num_envs)
+        self._observations = np.zeros((num_envs, INITIAL_CAPACITY, env.observation_size), env.observation_dtype)
+        self._actions = np.zeros((num_envs, INITIAL_CAPACITY), np.int32)
+        self._rewards = np.zeros((num_envs, INITIAL_CAPACITY), np.float32)
+        self._episode_ends = np.zeros((num_envs, INITIAL_CAPACITY), bool)
+        self._length = np.zeros(num_envs, np.int64)  # steps held per game
+        self._complete = np.zeros(num_envs, np.int64)  # of which the first this many are finished
+        self._episode_return = np.zeros(num_envs, np.float64)
+        self._episode_length = np.zeros(num_envs, np.int64)
+        self._finished_returns: list[float] = []
+        self._finished_lengths: list[int] = []
+        self._current = env.reset(seed=seed)
+
+    def collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
+        """Steps all games until a batch is complete, and returns it.
+
+        Args:
+            choose_actions: maps observations `(N, D)` to int actions `(N,)` with one batched
+                forward pass (e.g. `ActionSampler.sample`).
+
+        Returns:
+            The `Batch`; its samples are removed from the buffer.
+        """
+        num_env_steps = 0
+        while not self._batch_ready():
+            self._ensure_capacity()
+            actions = choose_actions(self._current)
+            result = self.env.step(actions)
+            rows, columns = self._games, self._length
+            self._observations[rows, columns] = self._current
+            self._actions[rows, columns] = actions
+            self._rewards[rows, columns] = result.rewards
+            done = result.terminated | result.truncated
+            self._episode_ends[rows, columns] = done
+            self._length += 1
+            num_env_steps += len(actions)
+
+            self._episode_return += result.rewards
+            self._episode_length += 1
+            if done.any():
+                self._finished_returns.extend(self._episode_return[done].tolist())
+                self._finished_lengths.extend(self._episode_length[done].tolist())
+                self._episode_return[done] = 0.0
+                self._episode_length[done] = 0
+            segment_end = done | (result.rewards != 0) if self._segment_on_reward else done
+            self._complete[segment_end] = self._length[segment_end]
+            self._current = result.observations
+        return self._take_batch(num_env_steps)
+
+    def _batch_ready(self) -> bool:
+        if self.episodes_per_update is not None:
+            return len(self._finished_returns) >= self.episodes_per_update
+        return int(self._complete.sum()) >= self.samples_per_update
+
+    def _ensure_capacity(self) -> None:
+        capacity = self._actions.shape[1]
+        if self._length.max() < capacity:
+            return
+        # A long point or episode outgrew the buffer: double it (rare, and amortised).
+        def grow(array: np.ndarray) -> np.ndarray:
+            bigger = np.zeros((array.shape[0], 2 * capacity, *array.shape[2:]), array.dtype)
+            bigger[:, :capacity] = array
+            return bigger
+
+        self._observations = grow(self._observations)
+        self._actions = grow(self._actions)
+        self._rewards = grow(self._rewards)
+        self._episode_ends = grow(self._episode_ends)
+
+    def _take_batch(self, num_env_steps: int) -> Batch:
+        observations, actions, rewards, returns = [], [], [], []
+        for game in self._games:  # once per update, not per step
+            end = int(self._complete[game])
+            if end == 0:
+                continue
+            observations.append(self._observations[game, :end])
+            actions.append(self._actions[game, :end])
+            rewards.append(self._rewards[game, :end])
+            returns.append(
+                discounted_returns(
+                    self._rewards[game, :end], self.gamma, self.reset_on_reward, self._episode_ends[game, :end]
+                )
+            )
+        batch = Batch(
+            observations=np.concatenate(observations),
+            actions=np.concatenate(actions),
+            rewards=np.concatenate(rewards),
+            returns=np.concatenate(returns),
+            episode_returns=np.array(self._finished_returns, dtype=np.float64),
+            episode_lengths=np.array(self._finished_lengths, dtype=np.int64),
+            num_env_steps=num_env_steps,
+        )
+        self._discard_complete()
+        self._finished_returns, self._finished_lengths = [], []
+        return batch
+
+    def _discard_complete(self) -> None:
+        for game in self._games:
+            start, stop = int(self._complete[game]), int(self._length[game])
+            if start == 0:
+                continue
+            for array in (self._observations, self._actions, self._rewards, self._episode_ends):
+                array[game, : stop - start] = array[game, start:stop]
+        self._length -= self._complete
+        self._complete[:] = 0
+
+    @property
+    def num_buffered(self) -> int:
+        """Steps held that belong to no batch yet (unfinished segments and unused finished ones)."""
+        return int(self._length.sum())

@@ -1,0 +1,224 @@
+"""The training loop on one screen, and `update_policy`, which holds the cross-entropy trick.
+
+Data flows one way: config -> env + policy -> rollout -> returns -> update_policy (model.fit)
+-> metrics + checkpoint. This module is the only place that ties them together.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from pgkeras.checkpoints import (
+    TrainingState,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_model_atomically,
+)
+from pgkeras.config import Config, save_config
+from pgkeras.envs import make_env
+from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
+from pgkeras.policies import ActionSampler, build_policy
+from pgkeras.returns import compute_advantages
+from pgkeras.rollout import RolloutCollector
+
+# Karpathy's running reward: running = 0.99 * running + 0.01 * episode_reward.
+RUNNING_REWARD_DECAY = 0.99
+
+
+class TrainResult(NamedTuple):
+    """Where a run ended."""
+
+    run_dir: Path
+    updates: int
+    env_steps: int
+    episodes: int
+    running_reward: float | None
+    interrupted: bool
+
+
+def update_policy(
+    model: keras.Model,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    advantages: np.ndarray,
+    minibatch_size: int | None = None,
+) -> float:
+    """One policy-gradient update, written as ordinary supervised training. This is the trick.
+
+    The sampled actions become one-hot "labels" and the advantages become per-sample weights:
+    `fit` minimises (1/T) * sum_i -A_i * log pi(a_i | s_i), whose gradient is minus the REINFORCE
+    estimate (1/T) * sum_i A_i * grad log pi(a_i | s_i). So gradient descent on this loss is
+    gradient ascent on expected reward: actions that did better than average become likelier.
+
+    Args:
+        model: policy compiled with `loss="categorical_crossentropy"` (`build_policy` does this).
+        observations: `(T, D)` observations the actions were chosen from (any numeric dtype).
+        actions: int `(T,)` sampled action indices.
+        advantages: float32 `(T,)`, one weight per sample.
+        minibatch_size: `batch_size` for `fit`; None: the whole batch in one optimizer step.
+
+    Returns:
+        The loss `fit` reports. Not a measure of progress (see `pgkeras.metrics`).
+    """
+    num_actions = model.output_shape[-1]
+    labels = keras.utils.to_categorical(actions, num_classes=num_actions).astype(np.float32)
+    history = model.fit(
+        observations.astype(np.float32, copy=False),
+        labels,
+        sample_weight=advantages.astype(np.float32, copy=False),
+        batch_size=minibatch_size or len(actions),  # Keras would silently use 32
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
+    return float(history.history["loss"][-1])
+
+
+def train(config: Config, run_dir: Path, resume: bool = False, progress: ProgressLine | None = None) -> TrainResult:
+    """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
+
+    Writes into `run_dir`: `config.yaml`, `metrics.csv`, `tensorboard/`, `model.keras`,
+    `best.keras` and `checkpoints/`. Ctrl-C or SIGTERM stop the run at the next update boundary
+    with a checkpoint; a second Ctrl-C stops at once (resume then loses the updates since the
+    last checkpoint).
+
+    Args:
+        config: validated settings.
+        run_dir: the run folder; created if missing.
+        resume: continue from the newest checkpoint in `run_dir`.
+        progress: where the progress line goes; None for stdout.
+
+    Returns:
+        A `TrainResult` with the final counters.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress or ProgressLine(every=config.train.log_every)
+    train_config = config.train
+    env = make_env(config)
+    if resume:
+        model, state = load_latest_checkpoint(run_dir)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng_state
+    else:
+        save_config(config, run_dir / "config.yaml")
+        keras.utils.set_random_seed(config.seed)
+        model = build_policy(config.model, train_config, env.observation_shape, env.num_actions)
+        rng = np.random.default_rng(config.seed)
+        state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
+    # Games restart on resume (emulator state is not saved); seed them by update so that a resumed
+    # run is as repeatable as a fresh one.
+    env_seed = int(np.random.SeedSequence([config.seed, state.update]).generate_state(1)[0] % 2**31)
+    collector = RolloutCollector(
+        env,
+        gamma=train_config.gamma,
+        reset_on_reward=train_config.reset_on_reward,
+        episodes_per_update=train_config.episodes_per_update,
+        samples_per_update=train_config.samples_per_update,
+        seed=env_seed,
+    )
+    sampler = ActionSampler(model, rng)
+    logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
+
+    update, env_steps, episodes = state.update, state.env_steps, state.episodes
+    running_reward, best = state.running_reward, state.best_running_reward
+    wall_start = time.perf_counter() - state.wall_time
+    interrupted = False
+
+    def checkpoint() -> None:
+        nonlocal best
+        state = TrainingState(
+            update, env_steps, episodes, running_reward, best,
+            time.perf_counter() - wall_start, rng.bit_generator.state,
+        )  # fmt: skip
+        save_checkpoint(run_dir, model, state)
+        if running_reward is not None and (best is None or running_reward > best):
+            best = running_reward
+            save_model_atomically(model, run_dir / "best.keras")
+
+    with _stop_requests() as stop_requested:
+        try:
+            while train_config.max_steps is None or env_steps < train_config.max_steps:
+                if stop_requested():
+                    interrupted = True
+                    break
+                started = time.perf_counter()
+                batch = collector.collect_batch(sampler.sample)
+                advantages = compute_advantages(batch.returns, train_config.advantage)
+                loss = update_policy(
+                    model, batch.observations, batch.actions, advantages, train_config.minibatch_size
+                )
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"update {update + 1}: the loss is {loss}; lower train.learning_rate "
+                        f"(now {train_config.learning_rate}) and resume from the last checkpoint"
+                    )
+                update += 1
+                env_steps += batch.num_env_steps
+                episodes += len(batch.episode_returns)
+                for episode_return in batch.episode_returns.tolist():
+                    running_reward = (
+                        episode_return
+                        if running_reward is None
+                        else RUNNING_REWARD_DECAY * running_reward + (1 - RUNNING_REWARD_DECAY) * episode_return
+                    )
+                elapsed = time.perf_counter() - started
+                row = MetricsRow(
+                    update=update,
+                    env_steps=env_steps,
+                    episodes=episodes,
+                    episode_reward_mean=float(batch.episode_returns.mean()) if len(batch.episode_returns) else math.nan,
+                    running_reward=math.nan if running_reward is None else running_reward,
+                    loss=loss,
+                    batch_size=len(batch.actions),
+                    steps_per_second=batch.num_env_steps / elapsed,
+                    wall_time=time.perf_counter() - wall_start,
+                )
+                logger.log(row)
+                progress.show(row, train_config.max_steps)
+                if update % train_config.checkpoint_every == 0:
+                    checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True  # a second Ctrl-C: the last checkpoint stands
+            progress.finish()
+            logger.close()
+            env.close()
+            raise
+        if update > state.update or not resume:
+            checkpoint()
+    progress.finish()
+    logger.close()
+    env.close()
+    return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+
+
+@contextmanager
+def _stop_requests() -> Iterator[callable]:
+    """While active, the first Ctrl-C or SIGTERM only sets a flag the loop honours at the next update;
+    a second Ctrl-C raises KeyboardInterrupt as usual."""
+    requested = False
+
+    def handler(signum, frame):
+        nonlocal requested
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested = True
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals stay as they are
+        previous = {}
+    try:
+        yield lambda: requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
