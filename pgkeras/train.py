@@ -141,8 +141,10 @@ def train(config: Config, run_dir: Path, resume: bool = False, progress: Progres
             time.perf_counter() - wall_start, rng.bit_generator.state,
         )  # fmt: skip
         save_checkpoint(run_dir, model, state)
-        if running_reward is not None and (best is None or running_reward > best):
-            best = running_reward
+        improved = running_reward is not None and (best is None or running_reward > best)
+        # Until an episode has finished there is no score: the first checkpoint stands in as best.
+        if improved or not (run_dir / "best.keras").exists():
+            best = running_reward if improved else best
             save_model_atomically(model, run_dir / "best.keras")
 
     with _stop_requests() as stop_requested:

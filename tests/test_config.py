@@ -1,0 +1,84 @@
+"""Config loading: shipped files, YAML quirks, overrides, and one-line errors."""
+
+import pytest
+import yaml
+from conftest import CONFIGS
+
+from pgkeras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+
+
+def test_required_keys_exist_with_their_names():
+    config = load_config(CONFIGS / "pong.yaml")
+    assert isinstance(config.seed, int)
+    assert config.env.num_envs >= 1
+    assert config.model.hidden_units == [200]
+    assert isinstance(config.train.learning_rate, float)
+    assert isinstance(config.train.gamma, float)
+    assert config.train.max_steps is None
+
+
+def test_karpathy_config_has_his_settings():
+    config = load_config(CONFIGS / "pong_karpathy.yaml")
+    train = config.train
+    assert config.model.hidden_units == [200]
+    assert (train.optimizer, train.learning_rate, train.rmsprop_rho, train.gamma) == ("rmsprop", 1e-4, 0.99, 0.99)
+    assert (train.episodes_per_update, train.advantage, train.reset_on_reward) == (10, "standardize", True)
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n")  # PyYAML reads this as the string "1e-4"
+    assert load_config(path).train.learning_rate == pytest.approx(1e-4)
+
+
+def test_set_overrides_with_dotted_keys():
+    config = load_config(CONFIGS / "pong.yaml", ["train.learning_rate=3e-4", "env.num_envs=4",
+                                                 "model.hidden_units=[64, 32]", "train.max_steps=null"])
+    assert config.train.learning_rate == pytest.approx(3e-4)
+    assert config.env.num_envs == 4
+    assert config.model.hidden_units == [64, 32]
+    assert config.train.max_steps is None
+
+
+def test_round_trip_through_saved_yaml():
+    config = load_config(CONFIGS / "pong.yaml", ["train.learning_rate=3e-4"])
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(config))))
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("train:\n  learning_rat: 0.1\n", [], r"unknown key 'train.learning_rat'; did you mean 'train.learning_rate'\?"),
+        ("trian:\n  gamma: 0.9\n", [], r"did you mean 'train'\?"),
+        ("env:\n  num_envs: lots\n", [], r"env.num_envs: got str 'lots', expected an integer"),
+        ("train:\n  learning_rate: -0.1\n", [], r"train.learning_rate: got -0.1, expected a positive number"),
+        ("train:\n  gamma: 1.5\n", [], r"train.gamma: got 1.5, expected a discount in \[0, 1\]"),
+        ("env:\n  num_envs: 0\n", [], r"env.num_envs: got 0, expected at least 1"),
+        ("model:\n  hidden_units: 200\n", [], r"model.hidden_units: got int 200, expected a list"),
+        ("train:\n  advantage: whiten\n", [], r"train.advantage: got 'whiten', expected one of"),
+        ("train:\n  gamma: [0.9\n", [], r"malformed YAML at line \d+"),
+        ("", ["train.gamma"], r"--set 'train.gamma': expected KEY=VALUE"),
+        ("", ["train.gama=0.9"], r"--set: unknown key 'train.gama'; did you mean 'train.gamma'\?"),
+        ("", ["train.episodes_per_update=10"], r"exactly one of train.episodes_per_update"),
+    ],
+)
+def test_bad_input_gives_one_line_naming_file_and_key(tmp_path, text, overrides, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path, overrides)
+    assert "\n" not in str(caught.value)
+    if not overrides:
+        assert str(path) in str(caught.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,86 @@
+"""The collector on a scripted game whose every return is known."""
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from scripted_env import SCRIPTED_ID, ScriptedEnv
+
+from pgkeras.config import Config
+from pgkeras.envs import make_env
+from pgkeras.returns import discounted_returns
+from pgkeras.rollout import RolloutCollector
+
+
+def make_scripted(num_envs=3, **env_kwargs):
+    config = Config()
+    config.env.id, config.env.num_envs = SCRIPTED_ID, num_envs
+    env = make_env(config)
+    if env_kwargs:  # rebuild with other script settings
+        import gymnasium as gym
+        from gymnasium.vector import AutoresetMode
+
+        env.vector_env = gym.make_vec(SCRIPTED_ID, num_envs=num_envs, vectorization_mode="sync",
+                                      vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **env_kwargs)
+    return env
+
+
+def alternate(observations):
+    return (np.arange(len(observations)) % 2).astype(np.int32)
+
+
+def test_scripted_env_passes_gymnasium_checks():
+    check_env(ScriptedEnv(), skip_render_check=True)
+
+
+def test_batches_of_whole_episodes():
+    env = make_scripted(num_envs=3)
+    collector = RolloutCollector(env, gamma=0.5, reset_on_reward=True, episodes_per_update=4, seed=0)
+    batch = collector.collect_batch(alternate)
+    # 3 games finish together every 5 steps: 4 episodes need 2 rounds, so 6 whole episodes.
+    assert len(batch.episode_returns) == 6
+    assert len(batch.actions) == 6 * 5
+    assert batch.num_env_steps == 30
+    # Observations are the ones each action was chosen from: step indices 0..4 per episode.
+    np.testing.assert_array_equal(batch.observations[:, 0], np.tile(np.arange(5), 6))
+    np.testing.assert_array_equal(batch.episode_returns, np.zeros(6))  # +1 then -1
+    one_episode = discounted_returns(np.array([0, 0, 1, 0, -1.0]), 0.5, reset_on_reward=True)
+    np.testing.assert_allclose(batch.returns, np.tile(one_episode, 6))
+    assert collector.num_buffered == 0
+
+
+def test_batches_of_finished_points_keep_unfinished_ones_for_later():
+    env = make_scripted(num_envs=2)
+    collector = RolloutCollector(env, gamma=0.9, reset_on_reward=True, samples_per_update=5, seed=0)
+    first = collector.collect_batch(alternate)
+    # Points end at step 2 (+1) and step 4 (-1) of each episode. After 3 steps each game has a
+    # finished point of 3 samples: 6 samples >= 5, so the batch is ready with nothing pending.
+    assert len(first.actions) == 6 and first.num_env_steps == 6
+    np.testing.assert_allclose(first.returns, [0.81, 0.9, 1.0] * 2, rtol=1e-6)
+    assert collector.num_buffered == 0
+    second = collector.collect_batch(alternate)
+    # Next points: steps 3-4 of each game (2 + 2 = 4 < 5), then steps 0-2 of the next episode.
+    assert len(second.actions) == 10 and second.num_env_steps == 10
+    np.testing.assert_array_equal(second.observations[:5, 0], [3, 4, 0, 1, 2])
+    np.testing.assert_allclose(second.returns[:5], [-0.9, -1.0, 0.81, 0.9, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(second.episode_returns, [0.0, 0.0])
+
+
+def test_returns_never_cross_episodes_without_point_resets():
+    env = make_scripted(num_envs=1)
+    collector = RolloutCollector(env, gamma=1.0, reset_on_reward=False, episodes_per_update=2, seed=0)
+    batch = collector.collect_batch(alternate)
+    np.testing.assert_allclose(batch.returns, [0, 0, 0, -1, -1] * 2)
+
+
+def test_buffers_grow_for_long_episodes():
+    env = make_scripted(num_envs=2, episode_length=2500, reward_steps={2499: 1.0})
+    collector = RolloutCollector(env, gamma=1.0, reset_on_reward=True, samples_per_update=100, seed=0)
+    batch = collector.collect_batch(alternate)
+    assert len(batch.actions) == 5000
+    np.testing.assert_array_equal(batch.observations[:2500, 0], np.arange(2500))
+    np.testing.assert_allclose(batch.returns, 1.0)
+
+
+def test_exactly_one_batch_size_setting_is_required():
+    with pytest.raises(ValueError, match="exactly one"):
+        RolloutCollector(make_scripted(), 0.9, True, episodes_per_update=2, samples_per_update=10)

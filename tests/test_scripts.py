@@ -1,0 +1,45 @@
+"""The scripts as users run them: real subprocesses, real files."""
+
+import subprocess
+
+import pytest
+from conftest import PYTHON, REPO, SCRIPTS
+
+
+def run(*args, cwd=REPO, timeout=300):
+    return subprocess.run([PYTHON, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_train_pong_script_runs_with_the_default_config(tmp_path):
+    run_dir = tmp_path / "pong"
+    result = run(SCRIPTS / "train_pong.py", "--set", "train.max_steps=1500", "--set", "env.num_envs=2",
+                 "--set", "train.samples_per_update=500", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "done:" in result.stdout
+    assert {"config.yaml", "metrics.csv", "model.keras", "best.keras", "checkpoints", "tensorboard"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.learning_rate=-1"], "train.learning_rate: got -1.0, expected a positive number"),
+        (["--set", "env.num_env=4"], "did you mean 'env.num_envs'?"),
+        (["--config", "configs/missing.yaml"], "configs/missing.yaml: file not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    run_dir = tmp_path / "never"
+    result = run(SCRIPTS / "train_pong.py", *args, "--run-dir", run_dir)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+def test_generic_trainer_needs_a_config(tmp_path):
+    result = run(SCRIPTS / "train.py", cwd=tmp_path)
+    assert result.returncode == 2 and "--config" in result.stderr

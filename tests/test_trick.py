@@ -1,0 +1,138 @@
+"""The cross-entropy trick is the policy gradient: analytic == Keras autodiff == finite differences,
+and one `model.fit` step with SGD moves the weights by exactly lr * (1/T) sum_i A_i grad log pi."""
+
+import keras
+import numpy as np
+import pytest
+
+from pgkeras.config import ModelConfig, TrainConfig
+from pgkeras.gradients import mlp_forward, mlp_policy_gradient
+from pgkeras.policies import build_policy
+from pgkeras.train import update_policy
+
+
+def trick_loss(weights, observations, actions, advantages):
+    """(1/T) sum_i -A_i log pi(a_i|s_i) in float64 numpy: what fit minimises."""
+    total = 0.0
+    for x, a, advantage in zip(observations, actions, advantages, strict=True):
+        _, _, probabilities = mlp_forward(weights, x)
+        total -= advantage * np.log(probabilities[a])
+    return total / len(actions)
+
+
+def keras_autodiff(model, observations, actions, advantages):
+    """Gradient of Keras's categorical cross-entropy with sample weights, by the backend's autodiff."""
+    labels = keras.utils.to_categorical(actions, model.output_shape[-1])
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(observations), sample_weight=advantages)
+        return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    if backend == "jax":
+        import jax
+
+        def loss_of(trainable):
+            outputs, _ = model.stateless_call(trainable, [], observations)
+            return loss_fn(labels, outputs, sample_weight=advantages)
+
+        return [np.asarray(g) for g in jax.grad(loss_of)([v.value for v in model.trainable_variables])]
+    pytest.skip(f"no autodiff helper for backend {backend}")
+
+
+def small_policy(seed, hidden_units=(5,), observation_size=6, num_actions=3, learning_rate=0.1):
+    """A tiny policy with random kernels *and biases*: Keras's zero biases would put some ReLU inputs
+    exactly on the kink, where finite differences are not defined."""
+    keras.utils.set_random_seed(seed)
+    model = build_policy(
+        ModelConfig(hidden_units=list(hidden_units)),
+        TrainConfig(optimizer="sgd", learning_rate=learning_rate),
+        (observation_size,),
+        num_actions,
+    )
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.7, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def random_batch(rng, num_samples, observation_size, num_actions, values=None):
+    if values is None:
+        observations = rng.normal(size=(num_samples, observation_size)).astype(np.float32)
+    else:
+        observations = rng.choice(values, size=(num_samples, observation_size)).astype(np.float32)
+    actions = rng.integers(0, num_actions, size=num_samples)
+    advantages = rng.normal(size=num_samples).astype(np.float32)
+    return observations, actions, advantages
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_analytic_equals_autodiff_equals_finite_differences(seed):
+    rng = np.random.default_rng(seed)
+    hidden = [(5,), (4, 3)][seed % 2]
+    model = small_policy(seed, hidden_units=hidden)
+    weights = [w.astype(np.float64) for w in model.get_weights()]
+    observations, actions, advantages = random_batch(rng, 7, 6, 3)
+
+    analytic = [-g for g in mlp_policy_gradient(weights, observations, actions, advantages)]
+    autodiff = keras_autodiff(model, observations, actions, advantages)
+    for a, b in zip(analytic, autodiff, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+    step = 1e-6
+    for index, weight in enumerate(weights):
+        for flat in range(weight.size):
+            plus = [w.copy() for w in weights]
+            minus = [w.copy() for w in weights]
+            plus[index].flat[flat] += step
+            minus[index].flat[flat] -= step
+            numeric = (trick_loss(plus, observations, actions, advantages)
+                       - trick_loss(minus, observations, actions, advantages)) / (2 * step)
+            assert numeric == pytest.approx(analytic[index].flat[flat], rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_fit_step_is_the_policy_gradient_step(seed):
+    rng = np.random.default_rng(100 + seed)
+    learning_rate = 0.1
+    model = small_policy(seed, learning_rate=learning_rate)
+    before = [w.astype(np.float64) for w in model.get_weights()]
+    observations, actions, advantages = random_batch(rng, 9, 6, 3)
+
+    update_policy(model, observations, actions, advantages)
+
+    gradient = mlp_policy_gradient(before, observations, actions, advantages)
+    for old, new, g in zip(before, model.get_weights(), gradient, strict=True):
+        # Gradient *ascent* on sum_i A_i log pi: new = old + lr * (1/T) sum_i A_i grad log pi.
+        np.testing.assert_allclose(new, old + learning_rate * g, rtol=1e-5, atol=1e-6)
+
+
+def test_one_fit_step_on_the_pong_policy_is_the_policy_gradient_step():
+    """The real 6400 -> 200 -> 2 policy on frame differences in {-1, 0, 1}."""
+    rng = np.random.default_rng(7)
+    learning_rate = 0.01
+    keras.utils.set_random_seed(7)
+    model = build_policy(ModelConfig(hidden_units=[200]), TrainConfig(optimizer="sgd", learning_rate=learning_rate),
+                         (80, 80), 2)
+    before = [w.astype(np.float64) for w in model.get_weights()]
+    observations, actions, advantages = random_batch(rng, 12, 6400, 2, values=np.array([-1, 0, 0, 0, 0, 0, 1]))
+
+    update_policy(model, observations.astype(np.int8), actions, advantages)
+
+    gradient = mlp_policy_gradient(before, observations, actions, advantages)
+    for old, new, g in zip(before, model.get_weights(), gradient, strict=True):
+        np.testing.assert_allclose(new - old, learning_rate * g, rtol=1e-3, atol=1e-7)
+
+
+def test_fit_step_raises_the_probability_of_actions_with_positive_advantage():
+    """The sign a user relies on: a positive advantage makes its action likelier, a negative one rarer."""
+    rng = np.random.default_rng(3)
+    model = small_policy(3, learning_rate=0.5)
+    observations = rng.normal(size=(2, 6)).astype(np.float32)
+    actions = np.array([0, 2])
+    before = model.predict_on_batch(observations)
+    update_policy(model, observations, actions, np.array([1.0, -1.0], np.float32))
+    after = model.predict_on_batch(observations)
+    assert after[0, 0] > before[0, 0]
+    assert after[1, 2] < before[1, 2]
