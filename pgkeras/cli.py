@@ -27,19 +27,34 @@ def _fail(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def train_main(argv: list[str] | None = None, default_config: str | None = None, prog: str | None = None) -> int:
+def train_main(
+    argv: list[str] | None = None, default_config: str | None = None, prog: str | None = None
+) -> int:
     """`train.py` / `train_pong.py`: train a policy from a YAML config. Returns the exit code."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a Keras policy with the cross-entropy trick (REINFORCE as model.fit).",
     )
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML config file (default: {default_config})" if default_config else "YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set train.learning_rate=3e-4 (repeatable)")
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        help=f"YAML config file (default: {default_config})" if default_config else "YAML config file",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.learning_rate=3e-4 (repeatable)",
+    )
     parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<config name>-<time>)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its newest checkpoint")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint",
+    )
     args = parser.parse_args(argv)
     if args.config is None and args.resume is None:
         return _fail("--config FILE is required (or --resume RUN_DIR), e.g. --config configs/cartpole.yaml")
@@ -52,7 +67,11 @@ def train_main(argv: list[str] | None = None, default_config: str | None = None,
                 return _fail(f"{saved}: not found; --resume needs a run folder made by this trainer")
             import yaml
 
-            config = apply_overrides(config_from_dict(yaml.safe_load(saved.read_text()) or {}, str(saved)), args.overrides, str(saved))
+            config = apply_overrides(
+                config_from_dict(yaml.safe_load(saved.read_text()) or {}, str(saved)),
+                args.overrides,
+                str(saved),
+            )
         else:
             config = load_config(args.config, args.overrides)
             stem = Path(args.config).stem if args.config else "run"

@@ -199,7 +199,8 @@ def _set_dotted(config: Config, key: str, value: Any, source: str) -> None:
             hint = typing.get_type_hints(type(node))[part]
             if dataclasses.is_dataclass(hint):
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{source}: '{path}' is a section; set one of its keys, e.g. {path}.{_first_field(hint)}=...")
+                    example = f"{path}.{_first_field(hint)}=..."
+                    raise ConfigError(f"{source}: '{path}' is a section; set one of its keys, e.g. {example}")
                 _merge(getattr(node, part), value, source, prefix=path + ".")
             else:
                 setattr(node, part, _coerce(value, hint, source, path))
@@ -211,12 +212,15 @@ def _set_dotted(config: Config, key: str, value: Any, source: str) -> None:
 
 def _merge(node: Any, data: Any, source: str, prefix: str) -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping of settings, got {_kind(data)}")
+        raise ConfigError(
+            f"{source}: '{prefix.rstrip('.')}' must be a mapping of settings, got {_kind(data)}"
+        )
     hints = typing.get_type_hints(type(node))
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
-            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(key), list(hints), prefix.rstrip('.').split('.') if prefix else [])}")
+            parents = prefix.rstrip(".").split(".") if prefix else []
+            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(str(key), list(hints), parents)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             _merge(getattr(node, key), value, source, prefix=path + ".")
@@ -320,7 +324,11 @@ def validate(config: Config, source: str = "config") -> None:
     if model.kind == "conv" and not (
         len(model.conv_filters) == len(model.conv_kernel_sizes) == len(model.conv_strides) >= 1
     ):
-        fail("model.conv_filters", model.conv_filters, "one entry per convolution, the same count as conv_kernel_sizes and conv_strides")
+        fail(
+            "model.conv_filters",
+            model.conv_filters,
+            "one entry per convolution, the same count as conv_kernel_sizes and conv_strides",
+        )
     if not train.learning_rate > 0:
         fail("train.learning_rate", train.learning_rate, "a positive number such as 1e-3")
     if not 0.0 <= train.rmsprop_rho < 1.0:
@@ -328,7 +336,12 @@ def validate(config: Config, source: str = "config") -> None:
     if not 0.0 <= train.gamma <= 1.0:
         fail("train.gamma", train.gamma, "a discount in [0, 1]")
     if (train.episodes_per_update is None) == (train.samples_per_update is None):
-        fail("train.samples_per_update", train.samples_per_update, "exactly one of train.episodes_per_update and train.samples_per_update to be set (the other null)")
+        fail(
+            "train.samples_per_update",
+            train.samples_per_update,
+            "exactly one of train.episodes_per_update and train.samples_per_update "
+            "to be set (the other null)",
+        )
     if train.episodes_per_update is not None and train.episodes_per_update < 1:
         fail("train.episodes_per_update", train.episodes_per_update, "an integer >= 1")
     if train.samples_per_update is not None and train.samples_per_update < 1:

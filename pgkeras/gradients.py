@@ -29,7 +29,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
-def mlp_forward(weights: list[np.ndarray], x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+def mlp_forward(
+    weights: list[np.ndarray], x: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Forward pass of the Dense(ReLU)...Dense(softmax) policy.
 
     Args:

@@ -18,7 +18,9 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(learning_rate=train.learning_rate)
     if train.optimizer == "rmsprop":
         # Karpathy's RMSprop has no momentum and epsilon 1e-5.
-        return keras.optimizers.RMSprop(learning_rate=train.learning_rate, rho=train.rmsprop_rho, epsilon=1e-5)
+        return keras.optimizers.RMSprop(
+            learning_rate=train.learning_rate, rho=train.rmsprop_rho, epsilon=1e-5
+        )
     if train.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=train.learning_rate)
     raise ValueError(f"train.optimizer: got {train.optimizer!r}, expected 'adam', 'rmsprop' or 'sgd'")
@@ -53,11 +55,17 @@ def build_policy(
     if model_config.kind == "conv":
         if len(observation_shape) != 2:
             raise ValueError(
-                f"model.kind 'conv' needs image observations (H, W), got shape {observation_shape}; use model.kind=mlp"
+                f"model.kind 'conv' needs image observations (H, W), got shape {observation_shape}; "
+                "use model.kind=mlp"
             )
         x = keras.layers.Reshape((*observation_shape, 1), name="image")(x)
         for i, (filters, kernel, stride) in enumerate(
-            zip(model_config.conv_filters, model_config.conv_kernel_sizes, model_config.conv_strides, strict=True)
+            zip(
+                model_config.conv_filters,
+                model_config.conv_kernel_sizes,
+                model_config.conv_strides,
+                strict=True,
+            )
         ):
             x = keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=f"conv_{i}")(x)
         x = keras.layers.Flatten(name="flatten")(x)

@@ -34,7 +34,11 @@ def pong_frames(screens: np.ndarray) -> np.ndarray:
         ValueError: if the screens are not Pong-sized uint8 images.
     """
     screens = np.asarray(screens)
-    if screens.dtype != np.uint8 or screens.shape[1:3] != (SCREEN_HEIGHT, SCREEN_WIDTH) or screens.ndim not in (3, 4):
+    if (
+        screens.dtype != np.uint8
+        or screens.shape[1:3] != (SCREEN_HEIGHT, SCREEN_WIDTH)
+        or screens.ndim not in (3, 4)
+    ):
         raise ValueError(
             f"expected uint8 screens of shape (N, {SCREEN_HEIGHT}, {SCREEN_WIDTH}) or "
             f"(N, {SCREEN_HEIGHT}, {SCREEN_WIDTH}, 3), got {screens.dtype} {screens.shape}"

@@ -73,7 +73,9 @@ class RolloutCollector:
         self._segment_on_reward = reset_on_reward and samples_per_update is not None
         num_envs = env.num_envs
         self._games = np.arange(num_envs)
-        self._observations = np.zeros((num_envs, INITIAL_CAPACITY, env.observation_size), env.observation_dtype)
+        self._observations = np.zeros(
+            (num_envs, INITIAL_CAPACITY, env.observation_size), env.observation_dtype
+        )
         self._actions = np.zeros((num_envs, INITIAL_CAPACITY), np.int32)
         self._rewards = np.zeros((num_envs, INITIAL_CAPACITY), np.float32)
         self._episode_ends = np.zeros((num_envs, INITIAL_CAPACITY), bool)
@@ -130,6 +132,7 @@ class RolloutCollector:
         capacity = self._actions.shape[1]
         if self._length.max() < capacity:
             return
+
         # A long point or episode outgrew the buffer: double it (rare, and amortised).
         def grow(array: np.ndarray) -> np.ndarray:
             bigger = np.zeros((array.shape[0], 2 * capacity, *array.shape[2:]), array.dtype)
@@ -152,7 +155,10 @@ class RolloutCollector:
             rewards.append(self._rewards[game, :end])
             returns.append(
                 discounted_returns(
-                    self._rewards[game, :end], self.gamma, self.reset_on_reward, self._episode_ends[game, :end]
+                    self._rewards[game, :end],
+                    self.gamma,
+                    self.reset_on_reward,
+                    self._episode_ends[game, :end],
                 )
             )
         batch = Batch(

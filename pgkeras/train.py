@@ -83,7 +83,9 @@ def update_policy(
     return float(history.history["loss"][-1])
 
 
-def train(config: Config, run_dir: Path, resume: bool = False, progress: ProgressLine | None = None) -> TrainResult:
+def train(
+    config: Config, run_dir: Path, resume: bool = False, progress: ProgressLine | None = None
+) -> TrainResult:
     """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
 
     Writes into `run_dir`: `config.yaml`, `metrics.csv`, `tensorboard/`, `model.keras`,
@@ -171,14 +173,17 @@ def train(config: Config, run_dir: Path, resume: bool = False, progress: Progres
                     running_reward = (
                         episode_return
                         if running_reward is None
-                        else RUNNING_REWARD_DECAY * running_reward + (1 - RUNNING_REWARD_DECAY) * episode_return
+                        else RUNNING_REWARD_DECAY * running_reward
+                        + (1 - RUNNING_REWARD_DECAY) * episode_return
                     )
                 elapsed = time.perf_counter() - started
                 row = MetricsRow(
                     update=update,
                     env_steps=env_steps,
                     episodes=episodes,
-                    episode_reward_mean=float(batch.episode_returns.mean()) if len(batch.episode_returns) else math.nan,
+                    episode_reward_mean=float(batch.episode_returns.mean())
+                    if len(batch.episode_returns)
+                    else math.nan,
                     running_reward=math.nan if running_reward is None else running_reward,
                     loss=loss,
                     batch_size=len(batch.actions),

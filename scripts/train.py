@@ -1,7 +1,7 @@
 """Train a policy on any configured game with the cross-entropy trick.
 
-    python scripts/train.py --config configs/cartpole.yaml [--set key=value ...] [--run-dir DIR]
-    python scripts/train.py --resume RUN_DIR
+python scripts/train.py --config configs/cartpole.yaml [--set key=value ...] [--run-dir DIR]
+python scripts/train.py --resume RUN_DIR
 """
 
 import sys

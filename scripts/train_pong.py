@@ -1,7 +1,7 @@
 """Train a Keras policy to play Pong from pixels with the cross-entropy trick.
 
-    python scripts/train_pong.py [--config configs/pong.yaml] [--set key=value ...] [--run-dir DIR]
-    python scripts/train_pong.py --resume RUN_DIR
+python scripts/train_pong.py [--config configs/pong.yaml] [--set key=value ...] [--run-dir DIR]
+python scripts/train_pong.py --resume RUN_DIR
 """
 
 import os

@@ -27,7 +27,12 @@ def test_karpathy_config_has_his_settings():
     config = load_config(CONFIGS / "pong_karpathy.yaml")
     train = config.train
     assert config.model.hidden_units == [200]
-    assert (train.optimizer, train.learning_rate, train.rmsprop_rho, train.gamma) == ("rmsprop", 1e-4, 0.99, 0.99)
+    assert (train.optimizer, train.learning_rate, train.rmsprop_rho, train.gamma) == (
+        "rmsprop",
+        1e-4,
+        0.99,
+        0.99,
+    )
     assert (train.episodes_per_update, train.advantage, train.reset_on_reward) == (10, "standardize", True)
 
 
@@ -38,8 +43,10 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
 
 
 def test_set_overrides_with_dotted_keys():
-    config = load_config(CONFIGS / "pong.yaml", ["train.learning_rate=3e-4", "env.num_envs=4",
-                                                 "model.hidden_units=[64, 32]", "train.max_steps=null"])
+    config = load_config(
+        CONFIGS / "pong.yaml",
+        ["train.learning_rate=3e-4", "env.num_envs=4", "model.hidden_units=[64, 32]", "train.max_steps=null"],
+    )
     assert config.train.learning_rate == pytest.approx(3e-4)
     assert config.env.num_envs == 4
     assert config.model.hidden_units == [64, 32]
@@ -55,7 +62,11 @@ def test_round_trip_through_saved_yaml():
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
-        ("train:\n  learning_rat: 0.1\n", [], r"unknown key 'train.learning_rat'; did you mean 'train.learning_rate'\?"),
+        (
+            "train:\n  learning_rat: 0.1\n",
+            [],
+            r"unknown key 'train.learning_rat'; did you mean 'train.learning_rate'\?",
+        ),
         ("trian:\n  gamma: 0.9\n", [], r"did you mean 'train'\?"),
         ("env:\n  num_envs: lots\n", [], r"env.num_envs: got str 'lots', expected an integer"),
         ("train:\n  learning_rate: -0.1\n", [], r"train.learning_rate: got -0.1, expected a positive number"),

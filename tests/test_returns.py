@@ -33,7 +33,9 @@ def test_matches_the_geometric_series(gamma):
     rng = np.random.default_rng(0)
     rewards = rng.normal(size=20)
     expected = [sum(gamma**k * r for k, r in enumerate(rewards[t:])) for t in range(20)]
-    np.testing.assert_allclose(discounted_returns(rewards, gamma, reset_on_reward=False), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        discounted_returns(rewards, gamma, reset_on_reward=False), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_shape_dtype_and_bad_input():

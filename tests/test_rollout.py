@@ -19,8 +19,13 @@ def make_scripted(num_envs=3, **env_kwargs):
         import gymnasium as gym
         from gymnasium.vector import AutoresetMode
 
-        env.vector_env = gym.make_vec(SCRIPTED_ID, num_envs=num_envs, vectorization_mode="sync",
-                                      vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **env_kwargs)
+        env.vector_env = gym.make_vec(
+            SCRIPTED_ID,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **env_kwargs,
+        )
     return env
 
 

@@ -13,8 +13,17 @@ def run(*args, cwd=REPO, timeout=300):
 @pytest.mark.slow
 def test_train_pong_script_runs_with_the_default_config(tmp_path):
     run_dir = tmp_path / "pong"
-    result = run(SCRIPTS / "train_pong.py", "--set", "train.max_steps=1500", "--set", "env.num_envs=2",
-                 "--set", "train.samples_per_update=500", "--run-dir", run_dir)
+    result = run(
+        SCRIPTS / "train_pong.py",
+        "--set",
+        "train.max_steps=1500",
+        "--set",
+        "env.num_envs=2",
+        "--set",
+        "train.samples_per_update=500",
+        "--run-dir",
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr
     assert "done:" in result.stdout
     assert {"config.yaml", "metrics.csv", "model.keras", "best.keras", "checkpoints", "tensorboard"} <= {

@@ -87,8 +87,10 @@ def test_analytic_equals_autodiff_equals_finite_differences(seed):
             minus = [w.copy() for w in weights]
             plus[index].flat[flat] += step
             minus[index].flat[flat] -= step
-            numeric = (trick_loss(plus, observations, actions, advantages)
-                       - trick_loss(minus, observations, actions, advantages)) / (2 * step)
+            numeric = (
+                trick_loss(plus, observations, actions, advantages)
+                - trick_loss(minus, observations, actions, advantages)
+            ) / (2 * step)
             assert numeric == pytest.approx(analytic[index].flat[flat], rel=1e-5, abs=1e-8)
 
 
@@ -113,10 +115,16 @@ def test_one_fit_step_on_the_pong_policy_is_the_policy_gradient_step():
     rng = np.random.default_rng(7)
     learning_rate = 0.01
     keras.utils.set_random_seed(7)
-    model = build_policy(ModelConfig(hidden_units=[200]), TrainConfig(optimizer="sgd", learning_rate=learning_rate),
-                         (80, 80), 2)
+    model = build_policy(
+        ModelConfig(hidden_units=[200]),
+        TrainConfig(optimizer="sgd", learning_rate=learning_rate),
+        (80, 80),
+        2,
+    )
     before = [w.astype(np.float64) for w in model.get_weights()]
-    observations, actions, advantages = random_batch(rng, 12, 6400, 2, values=np.array([-1, 0, 0, 0, 0, 0, 1]))
+    observations, actions, advantages = random_batch(
+        rng, 12, 6400, 2, values=np.array([-1, 0, 0, 0, 0, 0, 1])
+    )
 
     update_policy(model, observations.astype(np.int8), actions, advantages)
 
