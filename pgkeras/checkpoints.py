@@ -3,7 +3,7 @@
 Layout inside a run folder:
 
     model.keras                       latest policy (with optimizer state)
-    best.keras                        policy with the best running reward seen at a checkpoint
+    best.keras                        policy with the best evaluation score, or running reward at a checkpoint
     checkpoints/update-00000040/      one folder per checkpoint, the last KEEP_CHECKPOINTS kept
         model.keras                   model + optimizer state
         state.json                    counters, running reward, action-sampler RNG state
@@ -33,7 +33,8 @@ class TrainingState(NamedTuple):
     env_steps: int
     episodes: int
     running_reward: float | None
-    best_running_reward: float | None
+    best_score: float | None
+    """Score of `best.keras`: evaluation mean when evaluation is on, else the running reward."""
     wall_time: float
     rng_state: dict[str, Any]
     """`numpy.random.Generator.bit_generator.state` of the action sampler."""

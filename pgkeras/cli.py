@@ -17,9 +17,29 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow prints several lines of C++ start-up notices on import; keep warnings and errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow (when it is the Keras backend) without its C++ start-up notices.
+
+    TensorFlow writes several lines to stderr on import (CPU features, CUDA probing) before its
+    log settings apply, which would bury our one-line errors. They go to /dev/null during the
+    import only; Python errors still surface. Set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's logs.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _fail(message: str) -> int:
@@ -81,7 +101,7 @@ def train_main(
     except ConfigError as error:
         return _fail(str(error))
 
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from pgkeras.checkpoints import ModelFileError
     from pgkeras.train import train
 

@@ -91,6 +91,19 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Optional evaluation during training, in games separate from the training games."""
+
+    every_updates: int = 0
+    """Evaluate every this many updates; 0 turns evaluation off. When on, `best.keras` is the
+    policy with the best evaluation score rather than the best running reward."""
+    episodes: int = 4
+    """Episodes per evaluation, played in parallel, one per game."""
+    greedy: bool = False
+    """Evaluate the most probable action instead of sampling from the softmax."""
+
+
+@dataclass
 class Config:
     """All settings of a training run. `configs/*.yaml` files override these defaults."""
 
@@ -99,6 +112,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -302,7 +316,7 @@ def validate(config: Config, source: str = "config") -> None:
     def fail(key: str, received: Any, expected: str) -> None:
         raise ConfigError(f"{source}: {key}: got {received!r}, expected {expected}")
 
-    env, model, train = config.env, config.model, config.train
+    env, model, train, evaluation = config.env, config.model, config.train, config.eval
     if not env.id:
         fail("env.id", env.id, "a game id such as ALE/Pong-v5 or CartPole-v1")
     if env.num_envs < 1:
@@ -354,3 +368,7 @@ def validate(config: Config, source: str = "config") -> None:
         fail("train.checkpoint_every", train.checkpoint_every, "an integer >= 1")
     if train.log_every < 1:
         fail("train.log_every", train.log_every, "an integer >= 1")
+    if evaluation.every_updates < 0:
+        fail("eval.every_updates", evaluation.every_updates, "0 (off) or a positive number of updates")
+    if not 1 <= evaluation.episodes <= 64:
+        fail("eval.episodes", evaluation.episodes, "1 to 64 episodes")

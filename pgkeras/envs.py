@@ -48,6 +48,7 @@ class PongVectorEnv:
         sticky_action_prob: probability of repeating the previous action.
         max_episode_steps: agent steps after which an episode is cut, or None for ALE's 108,000 frames.
         num_threads: emulator threads; 0 lets ale-py choose.
+        rgb: ask the emulator for colour screens (for recording); the policy sees the same vectors.
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -63,6 +64,7 @@ class PongVectorEnv:
         sticky_action_prob: float = 0.0,
         max_episode_steps: int | None = None,
         num_threads: int = 0,
+        rgb: bool = False,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
@@ -78,7 +80,7 @@ class PongVectorEnv:
             # pong_frames, and a resize here would blur the 2-pixel ball.
             img_height=210,
             img_width=160,
-            grayscale=True,
+            grayscale=not rgb,
             stack_num=1,
             # No max over the last two frames: it would draw the ball twice.
             maxpool=False,
@@ -88,12 +90,14 @@ class PongVectorEnv:
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
         self.difference = FrameDifference(num_envs)
+        self.last_screens: np.ndarray | None = None
+        """Raw screens of the latest reset or step, `(N, 210, 160)` or `(N, 210, 160, 3)` with `rgb`."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences."""
         screens, info = self.vector_env.reset(seed=seed)
-        screens = self._in_env_order(screens, info)
-        return self.difference(pong_frames(screens[:, 0]), np.ones(self.num_envs, dtype=bool))
+        self.last_screens = self._in_env_order(screens, info)[:, 0]
+        return self.difference(pong_frames(self.last_screens), np.ones(self.num_envs, dtype=bool))
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
@@ -103,7 +107,8 @@ class PongVectorEnv:
             screens, rewards, terminated, truncated = (
                 self._in_env_order(x, info) for x in (screens, rewards, terminated, truncated)
             )
-        observations = self.difference(pong_frames(screens[:, 0]), terminated | truncated)
+        self.last_screens = screens[:, 0]
+        observations = self.difference(pong_frames(self.last_screens), terminated | truncated)
         return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
 
     @staticmethod
@@ -180,27 +185,31 @@ def is_pong(env_id: str) -> bool:
     return env_id in PONG_IDS
 
 
-def make_env(config: Config) -> PongVectorEnv | GymVectorEnv:
+def make_env(config: Config, num_envs: int | None = None, rgb: bool = False) -> PongVectorEnv | GymVectorEnv:
     """Builds the vectorised game the config asks for.
 
     Args:
         config: uses `env.id`, `env.num_envs`, `env.frame_skip`, `env.sticky_action_prob`,
             `env.max_episode_steps` and `env.num_threads`.
+        num_envs: games to run instead of `env.num_envs` (evaluation and play use their own).
+        rgb: Pong only: keep colour screens in `last_screens` for recording.
 
     Returns:
         An object with `reset(seed)`, `step(actions)`, `close()`, `num_envs`, `num_actions`,
         `observation_size`, `observation_shape` and `observation_dtype`.
     """
     env = config.env
+    num_envs = env.num_envs if num_envs is None else num_envs
     if is_pong(env.id):
         return PongVectorEnv(
-            env.num_envs,
+            num_envs,
             frame_skip=env.frame_skip,
             sticky_action_prob=env.sticky_action_prob,
             max_episode_steps=env.max_episode_steps,
             num_threads=env.num_threads,
+            rgb=rgb,
         )
     try:
-        return GymVectorEnv(env.id, env.num_envs, env.max_episode_steps)
+        return GymVectorEnv(env.id, num_envs, env.max_episode_steps)
     except gym.error.Error as error:
         raise ValueError(f"env.id: cannot make {env.id!r}: {error}") from None

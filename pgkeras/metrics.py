@@ -14,6 +14,8 @@ Columns of `metrics.csv` (one row per update):
 - `batch_size`: samples in this update's `model.fit`.
 - `steps_per_second`: agent steps per second over this update's collection and fit.
 - `wall_time`: seconds since the run started (paused time between a stop and a resume excluded).
+- `eval_reward_mean`: mean episode reward of the evaluation games, on updates where the `eval`
+  section ran one (empty otherwise).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ COLUMNS = (
     "batch_size",
     "steps_per_second",
     "wall_time",
+    "eval_reward_mean",
 )
 
 
@@ -50,6 +53,7 @@ class MetricsRow(NamedTuple):
     batch_size: int
     steps_per_second: float
     wall_time: float
+    eval_reward_mean: float = math.nan
 
 
 class MetricsLogger:

@@ -26,6 +26,8 @@ from pgkeras.checkpoints import (
 from pgkeras.config import Config, save_config
 from pgkeras.envs import make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
+from pgkeras.play import evaluate
+from pgkeras.plots import plot_runs
 from pgkeras.policies import ActionSampler, build_policy
 from pgkeras.returns import compute_advantages
 from pgkeras.rollout import RolloutCollector
@@ -89,7 +91,7 @@ def train(
     """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
 
     Writes into `run_dir`: `config.yaml`, `metrics.csv`, `tensorboard/`, `model.keras`,
-    `best.keras` and `checkpoints/`. Ctrl-C or SIGTERM stop the run at the next update boundary
+    `best.keras`, `curve.png` and `checkpoints/`. Ctrl-C or SIGTERM stop the run at the next update boundary
     with a checkpoint; a second Ctrl-C stops at once (resume then loses the updates since the
     last checkpoint).
 
@@ -132,7 +134,9 @@ def train(
     logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
 
     update, env_steps, episodes = state.update, state.env_steps, state.episodes
-    running_reward, best = state.running_reward, state.best_running_reward
+    running_reward, best = state.running_reward, state.best_score
+    evaluation = config.eval
+    eval_env = make_env(config, num_envs=evaluation.episodes) if evaluation.every_updates else None
     wall_start = time.perf_counter() - state.wall_time
     interrupted = False
 
@@ -143,10 +147,18 @@ def train(
             time.perf_counter() - wall_start, rng.bit_generator.state,
         )  # fmt: skip
         save_checkpoint(run_dir, model, state)
-        improved = running_reward is not None and (best is None or running_reward > best)
+        if eval_env is None:
+            keep_if_best(running_reward)
+        elif not (run_dir / "best.keras").exists():
+            save_model_atomically(model, run_dir / "best.keras")
+        plot_runs([run_dir], run_dir / "curve.png")
+
+    def keep_if_best(score: float | None) -> None:
+        nonlocal best
+        improved = score is not None and (best is None or score > best)
         # Until an episode has finished there is no score: the first checkpoint stands in as best.
         if improved or not (run_dir / "best.keras").exists():
-            best = running_reward if improved else best
+            best = score if improved else best
             save_model_atomically(model, run_dir / "best.keras")
 
     with _stop_requests() as stop_requested:
@@ -177,6 +189,15 @@ def train(
                         + (1 - RUNNING_REWARD_DECAY) * episode_return
                     )
                 elapsed = time.perf_counter() - started
+                eval_reward_mean = math.nan
+                if eval_env is not None and update % evaluation.every_updates == 0:
+                    # Its own generator, derived from the update, leaves the training stream untouched.
+                    eval_rng = np.random.default_rng([config.seed, update, 1])
+                    eval_seed = int(eval_rng.integers(2**31))
+                    eval_reward_mean = float(
+                        evaluate(model, eval_env, eval_rng, greedy=evaluation.greedy, seed=eval_seed).mean()
+                    )
+                    keep_if_best(eval_reward_mean)
                 row = MetricsRow(
                     update=update,
                     env_steps=env_steps,
@@ -189,6 +210,7 @@ def train(
                     batch_size=len(batch.actions),
                     steps_per_second=batch.num_env_steps / elapsed,
                     wall_time=time.perf_counter() - wall_start,
+                    eval_reward_mean=eval_reward_mean,
                 )
                 logger.log(row)
                 progress.show(row, train_config.max_steps)
@@ -199,12 +221,16 @@ def train(
             progress.finish()
             logger.close()
             env.close()
+            if eval_env is not None:
+                eval_env.close()
             raise
         if update > state.update or not resume:
             checkpoint()
     progress.finish()
     logger.close()
     env.close()
+    if eval_env is not None:
+        eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
 
 

@@ -1,0 +1,331 @@
+"""Play saved policies: evaluate them, print Pong scores, record MP4/GIF, or show a window."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from pgkeras.checkpoints import ModelFileError, load_policy
+from pgkeras.config import Config, config_from_dict
+from pgkeras.envs import is_pong, make_env
+from pgkeras.policies import ActionSampler
+
+# One agent step is frame_skip emulator frames; Atari runs at 60 frames per second.
+ATARI_FPS = 60
+
+
+class PlayError(ValueError):
+    """Playing cannot start: wrong model, config or output option. The message is one line."""
+
+
+class EpisodeScore(NamedTuple):
+    """Points of one Pong episode."""
+
+    agent_points: int
+    opponent_points: int
+    steps: int
+    finished: bool
+    """False when `--max-steps` cut the episode short."""
+
+    @property
+    def reward(self) -> int:
+        return self.agent_points - self.opponent_points
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A `.keras` file stays as it is; a run folder means its `best.keras`."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.keras"
+        if not best.is_file():
+            raise PlayError(f"{path}: run folder has no best.keras; pass a .keras file with --model")
+        return best
+    return path
+
+
+def find_run_config(model_path: Path) -> Path | None:
+    """The `config.yaml` of the run a model file belongs to (run folder or one of its checkpoints)."""
+    for folder in (model_path.parent, *model_path.parents[1:3]):
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    return None
+
+
+def load_run_config(model_path: Path, config_path: Path | None = None) -> Config:
+    """Loads `--config` if given, else the run's saved config; raises `PlayError` if neither exists."""
+    import yaml
+
+    from pgkeras.config import load_config
+
+    if config_path is not None:
+        return load_config(config_path)
+    saved = find_run_config(model_path)
+    if saved is None:
+        raise PlayError(f"{model_path}: no config.yaml beside it or in its run folder; pass --config")
+    return config_from_dict(yaml.safe_load(saved.read_text()) or {}, source=str(saved))
+
+
+def check_model_fits_env(model: keras.Model, model_path: Path, env, env_id: str) -> None:
+    """Raises `ModelFileError` naming both shapes when the model cannot play this environment."""
+    expected_in, expected_out = (None, env.observation_size), (None, env.num_actions)
+    if tuple(model.input_shape) != expected_in or tuple(model.output_shape) != expected_out:
+        raise ModelFileError(
+            f"{model_path}: model maps {tuple(model.input_shape)} -> {tuple(model.output_shape)}, "
+            f"but {env_id} needs {expected_in} -> {expected_out}; use a model trained on this environment"
+        )
+
+
+def evaluate(
+    model: keras.Model,
+    env,
+    rng: np.random.Generator,
+    greedy: bool = False,
+    seed: int | None = None,
+    max_steps: int = 100_000,
+) -> np.ndarray:
+    """Plays one episode in each of the env's games with the current policy and returns their rewards.
+
+    Every game plays exactly its first episode, so short episodes are not over-represented.
+
+    Args:
+        model: the policy.
+        env: a vectorised game from `make_env`, separate from the training games.
+        rng: draws the actions (separate from the training sampler's, so evaluation does not
+            change the training run).
+        greedy: take the most probable action instead of sampling.
+        seed: seeds the games.
+        max_steps: steps per game after which unfinished episodes count as they stand.
+
+    Returns:
+        float64 `(num_envs,)` total reward of each game's episode.
+    """
+    sampler = ActionSampler(model, rng)
+    observations = env.reset(seed=seed)
+    totals = np.zeros(env.num_envs)
+    running = np.ones(env.num_envs, dtype=bool)
+    for _ in range(max_steps):
+        result = env.step(sampler.sample(observations, greedy=greedy))
+        totals += result.rewards * running
+        running &= ~(result.terminated | result.truncated)
+        if not running.any():
+            break
+        observations = result.observations
+    return totals
+
+
+FrameSink = Callable[[np.ndarray], None]
+
+
+class Mp4Writer:
+    """Streams RGB frames to an H.264 MP4 through imageio's ffmpeg plugin."""
+
+    def __init__(self, path: Path, fps: float):
+        import imageio.v2 as imageio
+
+        # macro_block_size=2 keeps the 210x160 screen as it is (the default 16 would resize it).
+        self._writer = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=2, quality=8)
+
+    def __call__(self, frame: np.ndarray) -> None:
+        self._writer.append_data(frame)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class GifWriter:
+    """Collects frames as 8-bit palette images (a third of RGB's memory) and writes an animated GIF
+    with Pillow on close. Pong shows a handful of colours, so the palette is lossless."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.duration_ms = path, 1000.0 / fps
+        self._frames: list = []
+
+    def __call__(self, frame: np.ndarray) -> None:
+        from PIL import Image
+
+        self._frames.append(Image.fromarray(frame).quantize(colors=16, method=Image.Quantize.MAXCOVERAGE))
+
+    def close(self) -> None:
+        if self._frames:
+            first, *rest = self._frames
+            first.save(self.path, save_all=True, append_images=rest, duration=self.duration_ms, loop=0)
+        self._frames = []
+
+
+class HumanWindow:
+    """Shows frames in a matplotlib window. Needs a display and an interactive matplotlib backend."""
+
+    def __init__(self, fps: float):
+        if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        ):
+            raise PlayError("--render human needs a display, and none was found (DISPLAY is not set); "
+                            "record the game with --video out.mp4 or --gif out.gif instead")  # fmt: skip
+        import matplotlib.pyplot as plt
+
+        backend = plt.get_backend()
+        if backend.lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
+            raise PlayError(f"--render human needs an interactive matplotlib backend, found {backend!r}; "
+                            "record the game with --video out.mp4 instead")  # fmt: skip
+        self._plt, self._pause = plt, 1.0 / fps
+        self._image = None
+
+    def __call__(self, frame: np.ndarray) -> None:
+        if self._image is None:
+            self._image = self._plt.imshow(frame)
+            self._plt.axis("off")
+        else:
+            self._image.set_data(frame)
+        self._plt.pause(self._pause)
+
+    def close(self) -> None:
+        self._plt.close("all")
+
+
+def play(
+    model: keras.Model,
+    config: Config,
+    num_episodes: int = 1,
+    max_steps: int | None = None,
+    greedy: bool = False,
+    seed: int = 0,
+    sinks: list[FrameSink] = (),
+    report: Callable[[str], None] = print,
+    model_path: Path = Path("model"),
+) -> list[EpisodeScore]:
+    """Plays Pong episodes with a policy, one game, feeding each RGB screen to `sinks`.
+
+    Args:
+        model: the policy; its input and output must fit the config's environment.
+        config: the run's settings (frame skip, sticky actions).
+        num_episodes: episodes to play.
+        max_steps: stop after this many agent steps in all (the episode then counts as unfinished).
+        greedy: take the most probable action instead of sampling.
+        seed: seeds the game and the action sampler.
+        sinks: callables receiving every screen, uint8 `(210, 160, 3)` (video, GIF, window).
+        report: receives one line per finished episode.
+        model_path: named in errors.
+
+    Returns:
+        One `EpisodeScore` per episode played.
+    """
+    if not is_pong(config.env.id):
+        raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
+    env = make_env(config, num_envs=1, rgb=True)
+    try:
+        check_model_fits_env(model, model_path, env, config.env.id)
+        sampler = ActionSampler(model, np.random.default_rng(seed))
+        observations = env.reset(seed=seed)
+        for sink in sinks:
+            sink(env.last_screens[0])
+        scores: list[EpisodeScore] = []
+        agent = opponent = steps = total_steps = 0
+        while len(scores) < num_episodes and (max_steps is None or total_steps < max_steps):
+            result = env.step(sampler.sample(observations, greedy=greedy))
+            reward = float(result.rewards[0])
+            agent, opponent = agent + (reward > 0), opponent + (reward < 0)
+            steps, total_steps = steps + 1, total_steps + 1
+            for sink in sinks:
+                sink(env.last_screens[0])
+            if result.terminated[0] or result.truncated[0]:
+                scores.append(EpisodeScore(agent, opponent, steps, True))
+                report(_episode_line(len(scores), scores[-1]))
+                agent = opponent = steps = 0
+            observations = result.observations
+        if steps and len(scores) < num_episodes:
+            scores.append(EpisodeScore(agent, opponent, steps, False))
+            report(_episode_line(len(scores), scores[-1]))
+        return scores
+    finally:
+        env.close()
+
+
+def summarize(scores: list[EpisodeScore]) -> str:
+    """One line: mean and best reward and win rate over the episodes."""
+    if not scores:
+        return "no steps played"
+    rewards = [s.reward for s in scores]
+    wins = sum(s.agent_points > s.opponent_points for s in scores)
+    return (
+        f"{len(scores)} episodes: mean reward {np.mean(rewards):+.2f}, best {max(rewards):+d}, "
+        f"win rate {wins / len(scores):.0%}"
+    )
+
+
+def _episode_line(number: int, score: EpisodeScore) -> str:
+    cut = "" if score.finished else " (cut by --max-steps)"
+    return (
+        f"episode {number}: agent {score.agent_points} - {score.opponent_points} built-in AI "
+        f"({score.reward:+d}), {score.steps:,} steps{cut}"
+    )
+
+
+def play_main(argv: list[str] | None = None) -> int:
+    """`scripts/play_pong.py`: load a saved policy and play, record or show Pong. Returns the exit code."""
+    import argparse
+
+    from pgkeras.cli import EXIT_BAD_INPUT, quiet_tensorflow
+    from pgkeras.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="play_pong.py", description="Watch a saved policy play Pong.")
+    parser.add_argument("--model", required=True, help="a .keras file, or a run folder (uses its best.keras)")
+    parser.add_argument("--config", type=Path, help="config to rebuild the game with (default: the run's)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many agent steps in all")
+    parser.add_argument("--greedy", action="store_true", help="take the most probable action, not a sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--video", type=Path, help="write an MP4 of the game screen")
+    parser.add_argument("--gif", type=Path, help="write an animated GIF of the game screen")
+    parser.add_argument("--render", choices=["human"], help="show the game in a window")
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    if args.episodes < 1:
+        return fail(f"--episodes: got {args.episodes}, expected at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        return fail(f"--max-steps: got {args.max_steps}, expected at least 1")
+    for option, path in (("--video", args.video), ("--gif", args.gif)):
+        if path is not None and not path.parent.is_dir():
+            return fail(f"{option} {path}: folder {path.parent} does not exist")
+    quiet_tensorflow()
+    sinks: list = []
+    try:
+        model_path = resolve_model_path(args.model)
+        config = load_run_config(model_path, args.config)
+        fps = ATARI_FPS / config.env.frame_skip
+        if args.render:
+            sinks.append(HumanWindow(fps))
+        model = load_policy(model_path)
+        if not is_pong(config.env.id):
+            raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
+        probe = make_env(config, num_envs=1)
+        probe.close()
+        check_model_fits_env(model, model_path, probe, config.env.id)
+        if args.video:
+            sinks.append(Mp4Writer(args.video, fps))
+        if args.gif:
+            sinks.append(GifWriter(args.gif, fps))
+        scores = play(model, config, args.episodes, args.max_steps, args.greedy, args.seed, sinks,
+                      report=print, model_path=model_path)  # fmt: skip
+    except (PlayError, ModelFileError, ConfigError) as error:
+        return fail(str(error))
+    except KeyboardInterrupt:
+        print("stopped; recordings hold the frames played so far", file=sys.stderr)
+        return 130
+    finally:
+        for sink in sinks:
+            sink.close()
+    print(summarize(scores))
+    for option, path in (("video", args.video), ("GIF", args.gif)):
+        if path is not None:
+            print(f"{option}: {path}")
+    return 0

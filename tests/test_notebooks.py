@@ -1,0 +1,24 @@
+"""The notebooks run top to bottom with tiny budgets, so they cannot rot."""
+
+import nbformat
+import pytest
+from conftest import REPO
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("PGKERAS_NOTEBOOK_STEPS", "3000")
+    monkeypatch.setenv("PGKERAS_NOTEBOOK_PLAY_STEPS", "60")
+    monkeypatch.setenv("PGKERAS_NOTEBOOK_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {}) or "image/gif" in o.get("data", {})]
+    assert images, "the notebook should show its curves and GIF inline"
