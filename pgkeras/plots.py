@@ -5,12 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+# A bare Figure draws to files without pyplot, so it never changes the user's matplotlib backend.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; play.py's window asks for its own backend
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pgkeras.metrics import read_metrics  # noqa: E402
+from pgkeras.metrics import read_metrics
 
 
 def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
@@ -28,7 +26,8 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
         FileNotFoundError: a run folder has no metrics.csv.
     """
     labels = labels or [Path(d).name for d in run_dirs]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8))
+    figure = Figure(figsize=(12, 8))
+    axes = figure.subplots(2, 2)
     (by_steps, by_time), (loss_axis, speed_axis) = axes
     for index, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
         path = Path(run_dir) / "metrics.csv"
@@ -65,7 +64,6 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
     out = Path(out)
     temporary = out.with_name(f".tmp-{out.name}")
     figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
     temporary.replace(out)
     return out
 
