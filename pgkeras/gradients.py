@@ -1,5 +1,7 @@
 """Analytic score functions grad log pi(a|s), in numpy (no Keras), to check what Keras computes.
 
+Derivations, and the errata of the source notes, are in docs/derivations.md.
+
 The policy network of the trainer: x -> Dense(ReLU) -> ... -> Dense(softmax).
 With logits o = h_L @ W_out + b_out and pi = softmax(o):
 
@@ -102,3 +104,93 @@ def mlp_policy_gradient(
         for accumulated, grad in zip(total, mlp_log_prob_grads(weights, x, int(action)), strict=True):
             accumulated += advantage * grad
     return [g / len(actions) for g in total]
+
+
+def softmax_log_prob_grad(w: np.ndarray, s: int, a: int, tau: float) -> np.ndarray:
+    """grad_w log pi(a|s) of the tabular softmax policy pi(a|s) = exp(w[s,a]/tau) / sum_b exp(w[s,b]/tau).
+
+    Only row s depends on w[s, :], and there
+
+        d log pi(a|s) / d w[s,b] = ([b == a] - pi(b|s)) / tau
+
+    so the b != a entries are -pi(b|s)/tau (the source notes wrongly keep a 1/tau there).
+
+    Args:
+        w: float `(n_states, n_actions)` preferences.
+        s: state index.
+        a: action index.
+        tau: temperature > 0.
+
+    Returns:
+        float64 array shaped like `w`, zero outside row s.
+
+    Example:
+        >>> softmax_log_prob_grad(np.zeros((2, 2)), s=1, a=0, tau=0.5).tolist()
+        [[0.0, 0.0], [1.0, -1.0]]
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    w = np.asarray(w, dtype=np.float64)
+    grad = np.zeros_like(w)
+    grad[s] = -softmax(w[s] / tau) / tau
+    grad[s, a] += 1.0 / tau
+    return grad
+
+
+def linear_gaussian_log_prob_grad(theta: np.ndarray, s: np.ndarray, a: float, sigma: float) -> np.ndarray:
+    """grad_theta log pi(a|s) of the Gaussian policy pi(a|s) = N(a; theta^T s, sigma^2).
+
+        log pi = -(a - theta^T s)^2 / (2 sigma^2) - log(sigma sqrt(2 pi))
+        grad   = (a - theta^T s) / sigma^2 * s
+
+    Args:
+        theta: float `(d,)` weights; s: float `(d,)` state; a: the action taken; sigma: std > 0.
+
+    Returns:
+        float64 `(d,)`.
+
+    Example:
+        >>> linear_gaussian_log_prob_grad(np.zeros(2), np.array([1.0, 2.0]), a=0.5, sigma=0.5).tolist()
+        [2.0, 4.0]
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    theta, s = np.asarray(theta, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    return (a - theta @ s) / sigma**2 * s
+
+
+def mlp_cross_entropy_grads(
+    W1: np.ndarray,  # noqa: N803 (the notes' names)
+    W2: np.ndarray,  # noqa: N803
+    x: np.ndarray,
+    y: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dJ/dW1, dJ/dW2) for z = x @ W1, h = relu(z), y_hat = softmax(h @ W2), J = -sum(y * log y_hat).
+
+    No biases (as in the source notes); kernels are shaped as Keras stores them.
+
+        dJ/dlogits = y_hat - y                  (the notes have y - y_hat: the sign of ascent)
+        dJ/dW2     = outer(h, y_hat - y)
+        dJ/dz      = (W2 @ (y_hat - y)) * [z > 0]   (the notes divide by w.h and use sgn(relu(w)))
+        dJ/dW1     = outer(x, dJ/dz)
+
+    Args:
+        W1: `(D, H)`; W2: `(H, A)`; x: `(D,)`; y: one-hot `(A,)`.
+
+    Returns:
+        float64 arrays shaped like W1 and W2.
+
+    Example:
+        >>> x = y = np.array([1.0, 0.0])
+        >>> grad_w1, grad_w2 = mlp_cross_entropy_grads(np.eye(2), np.zeros((2, 2)), x, y)
+        >>> grad_w2[0].tolist()  # h = [1, 0], y_hat = [0.5, 0.5]
+        [-0.5, 0.5]
+    """
+    W1, W2 = np.asarray(W1, dtype=np.float64), np.asarray(W2, dtype=np.float64)  # noqa: N806
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    z = x @ W1
+    h = np.maximum(z, 0.0)
+    delta = softmax(h @ W2) - y
+    grad_w2 = np.outer(h, delta)
+    grad_z = (W2 @ delta) * (z > 0)
+    return np.outer(x, grad_z), grad_w2

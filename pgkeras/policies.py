@@ -87,6 +87,54 @@ def compile_for_trick(model: keras.Model, optimizer: keras.optimizers.Optimizer)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy")
 
 
+def build_tabular_softmax_policy(
+    num_states: int, num_actions: int, tau: float, train_config: TrainConfig
+) -> keras.Model:
+    """Tabular softmax policy pi(a|s) = softmax(w[s] / tau), compiled for the cross-entropy trick.
+
+    The input is the one-hot state `(B, num_states)`; the only trainable weight is the preference
+    table w, the kernel `(num_states, num_actions)` of the layer "preferences" (zeros at start).
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    inputs = keras.Input(shape=(num_states,), name="state_one_hot")
+    preferences = keras.layers.Dense(
+        num_actions, use_bias=False, kernel_initializer="zeros", name="preferences"
+    )
+    scaled = keras.layers.Rescaling(1.0 / tau, name="temperature")(preferences(inputs))
+    outputs = keras.layers.Softmax(name="action_probabilities")(scaled)
+    model = keras.Model(inputs, outputs, name="policy_tabular_softmax")
+    compile_for_trick(model, make_optimizer(train_config))
+    return model
+
+
+def build_linear_gaussian_policy(state_size: int, train_config: TrainConfig) -> keras.Model:
+    """Mean of the Gaussian policy N(a; theta^T s, sigma^2), compiled with mean squared error.
+
+    theta is the kernel `(state_size, 1)` of the layer "theta", the model's only trainable weight.
+    Train it with `sample_weight=gaussian_sample_weights(advantages, sigma)` so that the fit step is
+    the policy gradient (see that function).
+    """
+    inputs = keras.Input(shape=(state_size,), name="state")
+    outputs = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="theta")(inputs)
+    model = keras.Model(inputs, outputs, name="policy_linear_gaussian")
+    model.compile(optimizer=make_optimizer(train_config), loss="mean_squared_error")
+    return model
+
+
+def gaussian_sample_weights(advantages: np.ndarray, sigma: float) -> np.ndarray:
+    """Sample weights that make a mean-squared-error `fit` step the Gaussian policy gradient.
+
+    -A * log N(a; mu, sigma^2) = A / (2 sigma^2) * (a - mu)^2 + a constant in theta, and Keras's
+    squared error of one output is (a - mu)^2, so the weight is A / (2 sigma^2).
+
+    Example:
+        >>> gaussian_sample_weights(np.array([1.0, -2.0]), sigma=0.5).tolist()
+        [2.0, -4.0]
+    """
+    return (np.asarray(advantages, dtype=np.float64) / (2.0 * sigma**2)).astype(np.float32)
+
+
 class ActionSampler:
     """Chooses actions for all games with one batched forward pass.
 

@@ -1,0 +1,15 @@
+"""The worked examples in docstrings are true."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["pgkeras.config", "pgkeras.gradients", "pgkeras.policies", "pgkeras.preprocess", "pgkeras.returns"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, globs={"np": importlib.import_module("numpy"), **vars(module)})
+    assert result.failed == 0
