@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -216,8 +216,7 @@ def train(
                 progress.show(row, train_config.max_steps)
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True  # a second Ctrl-C: the last checkpoint stands
+        except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
             progress.finish()
             logger.close()
             env.close()
@@ -235,7 +234,7 @@ def train(
 
 
 @contextmanager
-def _stop_requests() -> Iterator[callable]:
+def _stop_requests() -> Iterator[Callable[[], bool]]:
     """While active, the first Ctrl-C or SIGTERM only sets a flag the loop honours at the next update;
     a second Ctrl-C raises KeyboardInterrupt as usual."""
     requested = False
