@@ -81,6 +81,19 @@ def check_model_fits_env(model: keras.Model, model_path: Path, env, env_id: str)
         )
 
 
+def make_play_env(model: keras.Model, config: Config, model_path: Path):
+    """One colour Pong game for `model`; raises `PlayError` / `ModelFileError` if they do not fit."""
+    if not is_pong(config.env.id):
+        raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
+    env = make_env(config, num_envs=1, rgb=True)
+    try:
+        check_model_fits_env(model, model_path, env, config.env.id)
+    except ModelFileError:
+        env.close()
+        raise
+    return env
+
+
 def evaluate(
     model: keras.Model,
     env,
@@ -215,11 +228,8 @@ def play(
     Returns:
         One `EpisodeScore` per episode played.
     """
-    if not is_pong(config.env.id):
-        raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
-    env = make_env(config, num_envs=1, rgb=True)
+    env = make_play_env(model, config, model_path)
     try:
-        check_model_fits_env(model, model_path, env, config.env.id)
         sampler = ActionSampler(model, np.random.default_rng(seed))
         observations = env.reset(seed=seed)
         for sink in sinks:
@@ -305,11 +315,7 @@ def play_main(argv: list[str] | None = None) -> int:
         if args.render:
             sinks.append(HumanWindow(fps))
         model = load_policy(model_path)
-        if not is_pong(config.env.id):
-            raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
-        probe = make_env(config, num_envs=1)
-        probe.close()
-        check_model_fits_env(model, model_path, probe, config.env.id)
+        make_play_env(model, config, model_path).close()  # refuse a bad model before any file is made
         if args.video:
             sinks.append(Mp4Writer(args.video, fps))
         if args.gif:
