@@ -18,9 +18,38 @@ from typing import Any, Literal
 
 import yaml
 
+LQR_ID = "LQR"
+"""`env.id` of the linear-quadratic regulator in `pgkeras.envs`."""
+
 
 class ConfigError(ValueError):
     """A configuration file, override or value is not valid. The message is one line."""
+
+
+@dataclass
+class LQRConfig:
+    """The linear-quadratic regulator of `env.id: LQR`: x' = A x + B u + noise, reward -(x^T Q x + u^T R u).
+
+    The action u is a scalar, so B has one column and R is 1x1. Matrices are lists of rows.
+    """
+
+    A: list[list[float]] = field(default_factory=lambda: [[0.9, 0.3], [0.0, 0.9]])
+    """State transition, n x n."""
+    B: list[list[float]] = field(default_factory=lambda: [[0.0], [1.0]])
+    """Control input, n x 1."""
+    Q: list[list[float]] = field(default_factory=lambda: [[1.0, 0.0], [0.0, 1.0]])
+    """State cost, n x n, symmetric positive semi-definite."""
+    R: list[list[float]] = field(default_factory=lambda: [[1.0]])
+    """Action cost, 1 x 1, positive."""
+    noise_std: float = 0.01
+    """Standard deviation of the Gaussian noise added to each component of the next state."""
+    initial_state_std: float = 1.0
+    """Each episode starts at x ~ N(0, initial_state_std^2 I)."""
+    termination_prob: float = 0.2
+    """Chance that an episode ends after each step. A random (geometric) horizon makes the
+    undiscounted return an unbiased sample of the infinite-horizon return discounted by
+    1 - termination_prob, which is what the Riccati gain optimises; a fixed horizon would cut the
+    returns of late steps and bias the learned gain."""
 
 
 @dataclass
@@ -28,8 +57,11 @@ class EnvConfig:
     """Which game is played, and how many copies of it step in parallel."""
 
     id: str = "ALE/Pong-v5"
-    """Game id. `ALE/Pong-v5` uses ale-py's C++ vector env with Karpathy's preprocessing; any other
-    id is made with `gymnasium.make_vec` and its observations are flattened to float32 vectors."""
+    """Game id. `ALE/Pong-v5` uses ale-py's C++ vector env with Karpathy's preprocessing; `LQR` is the
+    linear-quadratic regulator of `env.lqr`; any other id is made with `gymnasium.make_vec` (Box
+    observations flattened to float32 vectors, Discrete ones one-hot)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `gymnasium.make`, e.g. `{map_name: 4x4, is_slippery: false}` for FrozenLake."""
     num_envs: int = 8
     """Games stepped together; one batched forward pass chooses all their actions."""
     frame_skip: int = 4
@@ -40,14 +72,19 @@ class EnvConfig:
     """Cut an episode after this many agent steps (null: the game's own limit, 108,000 frames for Atari)."""
     num_threads: int = 0
     """Emulator worker threads (Atari only); 0 lets ale-py pick one per core."""
+    lqr: LQRConfig = field(default_factory=LQRConfig)
+    """The regulator's matrices and noise (`id: LQR` only)."""
 
 
 @dataclass
 class ModelConfig:
-    """The policy network: observation vector in, softmax over actions out."""
+    """The policy: observation vector in, a distribution over actions out."""
 
-    kind: Literal["mlp", "conv"] = "mlp"
-    """`mlp`: Dense layers on the flat vector (Karpathy). `conv`: convolutions on the 80x80 image."""
+    kind: Literal["mlp", "conv", "tabular_softmax", "linear_gaussian"] = "mlp"
+    """`mlp`: Dense ReLU layers on the flat vector, softmax out (Karpathy). `conv`: convolutions on
+    the 80x80 image first. `tabular_softmax`: pi(a|s) = softmax(w[s] / temperature) on one-hot
+    states (toy-text games). `linear_gaussian`: a ~ N(theta^T s, sigma^2), one continuous action
+    (the LQR)."""
     hidden_units: list[int] = field(default_factory=lambda: [200])
     """Width of each hidden Dense layer (ReLU). For `conv`, the Dense layers after the convolutions."""
     conv_filters: list[int] = field(default_factory=lambda: [16, 32])
@@ -56,6 +93,10 @@ class ModelConfig:
     """Square kernel size of each convolution (`conv` only)."""
     conv_strides: list[int] = field(default_factory=lambda: [4, 2])
     """Stride of each convolution (`conv` only)."""
+    temperature: float = 1.0
+    """tau of `tabular_softmax`: the preferences are divided by it before the softmax."""
+    sigma: float = 0.3
+    """Fixed standard deviation of the `linear_gaussian` action noise."""
 
 
 @dataclass
@@ -271,6 +312,12 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{source}: {key}: got {value!r}, expected one of {', '.join(map(repr, args))}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: {key}: got {_kind(value)}, expected a mapping, e.g. {{is_slippery: false}}"
+            )
+        return {str(name): item for name, item in value.items()}
     if origin is list:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected a list, e.g. [200] or [64, 64]")
@@ -293,6 +340,8 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             if number is not None and number.is_integer():
                 return int(number)
         raise ConfigError(f"{source}: {key}: got {_kind(value)}, expected an integer")
+    if hint is Any:
+        return value
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -343,6 +392,16 @@ def validate(config: Config, source: str = "config") -> None:
             model.conv_filters,
             "one entry per convolution, the same count as conv_kernel_sizes and conv_strides",
         )
+    if not model.temperature > 0:
+        fail("model.temperature", model.temperature, "a positive number such as 1.0")
+    if not model.sigma > 0:
+        fail("model.sigma", model.sigma, "a positive standard deviation such as 0.3")
+    if env.id == LQR_ID:
+        _validate_lqr(env.lqr, fail)
+        if model.kind != "linear_gaussian":
+            fail("model.kind", model.kind, "'linear_gaussian' for env.id LQR (its action is continuous)")
+    elif model.kind == "linear_gaussian":
+        fail("model.kind", model.kind, "mlp, conv or tabular_softmax (linear_gaussian needs env.id LQR)")
     if not train.learning_rate > 0:
         fail("train.learning_rate", train.learning_rate, "a positive number such as 1e-3")
     if not 0.0 <= train.rmsprop_rho < 1.0:
@@ -372,3 +431,27 @@ def validate(config: Config, source: str = "config") -> None:
         fail("eval.every_updates", evaluation.every_updates, "0 (off) or a positive number of updates")
     if not 1 <= evaluation.episodes <= 64:
         fail("eval.episodes", evaluation.episodes, "1 to 64 episodes")
+
+
+def _validate_lqr(lqr: LQRConfig, fail: typing.Callable[[str, Any, str], None]) -> None:
+    """Checks that the regulator's matrices have consistent shapes and sensible values."""
+
+    def rows(name: str, matrix: list[list[float]], num_rows: int, num_columns: int) -> None:
+        if len(matrix) != num_rows or any(len(row) != num_columns for row in matrix):
+            fail(f"env.lqr.{name}", matrix, f"a {num_rows}x{num_columns} matrix (a list of {num_rows} rows)")
+
+    size = len(lqr.A)
+    if size < 1:
+        fail("env.lqr.A", lqr.A, "a square n x n matrix with n >= 1")
+    rows("A", lqr.A, size, size)
+    rows("B", lqr.B, size, 1)
+    rows("Q", lqr.Q, size, size)
+    rows("R", lqr.R, 1, 1)
+    if not lqr.R[0][0] > 0:
+        fail("env.lqr.R", lqr.R, "a positive 1x1 action cost such as [[0.1]]")
+    if lqr.noise_std < 0:
+        fail("env.lqr.noise_std", lqr.noise_std, "a standard deviation >= 0")
+    if lqr.initial_state_std < 0:
+        fail("env.lqr.initial_state_std", lqr.initial_state_std, "a standard deviation >= 0")
+    if not 0.0 < lqr.termination_prob < 1.0:
+        fail("env.lqr.termination_prob", lqr.termination_prob, "a probability in (0, 1)")

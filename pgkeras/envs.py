@@ -1,6 +1,7 @@
-"""Vectorised games: Pong through ale-py's C++ vector env, anything else through gymnasium.
+"""Vectorised games: Pong through ale-py's C++ vector env, a linear-quadratic regulator in numpy,
+anything else through gymnasium.
 
-Both kinds step all their games at once and reset finished games in the same step (gymnasium's
+All kinds step all their games at once and reset finished games in the same step (gymnasium's
 `SAME_STEP` autoreset), so every returned row is a real transition and no step is wasted.
 """
 
@@ -12,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from pgkeras.config import Config
+from pgkeras.config import LQR_ID, Config, LQRConfig
 from pgkeras.preprocess import FRAME_HEIGHT, FRAME_SIZE, FRAME_WIDTH, FrameDifference, pong_frames
 
 PONG_IDS = ("ALE/Pong-v5", "Pong", "pong")
@@ -54,6 +55,7 @@ class PongVectorEnv:
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
     observation_size = FRAME_SIZE
     observation_dtype = np.dtype(np.int8)
+    action_dtype = np.dtype(np.int32)
     num_actions = len(PONG_ACTIONS)
     action_names = PONG_ACTION_NAMES
 
@@ -130,12 +132,22 @@ class GymVectorEnv:
         env_id: gymnasium id, e.g. "CartPole-v1".
         num_envs: copies stepped together.
         max_episode_steps: step limit per episode, or None for the game's own.
+        make_kwargs: keyword arguments for `gymnasium.make`, e.g. `{"is_slippery": False}`.
     """
 
     observation_dtype = np.dtype(np.float32)
+    action_dtype = np.dtype(np.int32)
 
-    def __init__(self, env_id: str, num_envs: int, max_episode_steps: int | None = None):
-        kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        max_episode_steps: int | None = None,
+        make_kwargs: dict | None = None,
+    ):
+        kwargs = dict(make_kwargs or {})
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = max_episode_steps
         self.num_envs = num_envs
         self.vector_env = gym.make_vec(
             env_id,
@@ -180,23 +192,144 @@ class GymVectorEnv:
         self.vector_env.close()
 
 
+class LQRVectorEnv:
+    """Copies of a linear-quadratic regulator stepped together in numpy.
+
+    x' = A x + B u + noise, reward -(x^T Q x + u^T R u), for a state x of n floats and one
+    continuous action u. Each step ends the episode with probability `termination_prob`; the
+    next episode starts at x ~ N(0, initial_state_std^2 I). Observations are the states, float32
+    `(N, n)`; actions are float `(N,)` or `(N, 1)`.
+
+    Args:
+        lqr: the matrices and noise levels.
+        num_envs: copies stepped together.
+        max_episode_steps: step limit per episode (a truncation), or None for none.
+    """
+
+    observation_dtype = np.dtype(np.float32)
+    action_dtype = np.dtype(np.float32)
+    num_actions = 1
+    action_names = ("u",)
+
+    def __init__(self, lqr: LQRConfig, num_envs: int, max_episode_steps: int | None = None):
+        self.lqr = lqr
+        self.A, self.B, self.Q, self.R = (np.array(m, dtype=np.float64) for m in (lqr.A, lqr.B, lqr.Q, lqr.R))
+        self.num_envs = num_envs
+        self.observation_shape = (len(self.A),)
+        self.observation_size = len(self.A)
+        self.max_episode_steps = max_episode_steps
+        self.rng = np.random.default_rng()
+        self.states = np.zeros((num_envs, self.observation_size))
+        self.episode_steps = np.zeros(num_envs, np.int64)
+
+    def _initial_states(self, count: int) -> np.ndarray:
+        return self.lqr.initial_state_std * self.rng.normal(size=(count, self.observation_size))
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Starts every copy anew from a random state; `seed` seeds the states, noise and endings."""
+        self.rng = np.random.default_rng(seed)
+        self.states = self._initial_states(self.num_envs)
+        self.episode_steps[:] = 0
+        return self.states.astype(np.float32)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Applies one action per copy. `actions`: float `(N,)` or `(N, 1)`."""
+        u = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, 1)
+        x = self.states
+        # Row-wise x^T Q x and u^T R u.
+        rewards = -(np.einsum("ni,ij,nj->n", x, self.Q, x) + np.einsum("ni,ij,nj->n", u, self.R, u))
+        noise = self.lqr.noise_std * self.rng.normal(size=x.shape)
+        self.states = x @ self.A.T + u @ self.B.T + noise
+        self.episode_steps += 1
+        terminated = self.rng.random(self.num_envs) < self.lqr.termination_prob
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = ~terminated & (self.episode_steps >= self.max_episode_steps)
+        done = terminated | truncated
+        if done.any():
+            self.states[done] = self._initial_states(int(done.sum()))
+            self.episode_steps[done] = 0
+        return StepResult(self.states.astype(np.float32), rewards.astype(np.float32), terminated, truncated)
+
+    def optimal_theta(self, gamma: float) -> np.ndarray:
+        """The best linear policy's theta (= -K of the Riccati gain) for this regulator, `(n,)`.
+
+        An episode continues with probability 1 - termination_prob, so the trainer's discount
+        `gamma` becomes gamma * (1 - termination_prob) for the Riccati equation.
+        """
+        discount = gamma * (1.0 - self.lqr.termination_prob)
+        return -riccati_gain(self.A, self.B, self.Q, self.R, discount)[0]
+
+    def close(self) -> None:
+        pass
+
+
+def riccati_gain(
+    A: np.ndarray,
+    B: np.ndarray,
+    Q: np.ndarray,
+    R: np.ndarray,
+    discount: float = 1.0,
+    tolerance: float = 1e-12,
+    max_iterations: int = 100_000,
+) -> np.ndarray:
+    """The optimal LQR feedback gain K (u = -K x) of the discounted infinite-horizon problem.
+
+    Iterates the discrete algebraic Riccati equation to its fixed point:
+
+        P = Q + g A^T P A - g^2 A^T P B (R + g B^T P B)^-1 B^T P A,   K = g (R + g B^T P B)^-1 B^T P A
+
+    with g the discount. It minimises E[sum_t g^t (x^T Q x + u^T R u)] from every start state, and
+    stays optimal for the mean of a Gaussian policy (the noise adds a constant cost).
+
+    Args:
+        A: `(n, n)` state transition. B: `(n, m)` control input.
+        Q: `(n, n)` state cost. R: `(m, m)` action cost.
+        discount: g in (0, 1].
+
+    Returns:
+        K, float64 `(m, n)`.
+
+    Raises:
+        ValueError: the iteration does not converge (the system cannot be stabilised at this discount).
+
+    Example:
+        >>> riccati_gain(np.eye(1), np.eye(1), np.eye(1), np.eye(1)).round(3).tolist()
+        [[0.618]]
+    """
+    P = np.array(Q, dtype=np.float64)
+    for _ in range(max_iterations):
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            K = discount * np.linalg.solve(R + discount * B.T @ P @ B, B.T @ P @ A)
+            P_next = Q + discount * A.T @ P @ A - discount * A.T @ P @ B @ K
+        P_next = (P_next + P_next.T) / 2
+        if not np.all(np.isfinite(P_next)):
+            break
+        if np.max(np.abs(P_next - P)) <= tolerance * max(1.0, np.max(np.abs(P))):
+            return discount * np.linalg.solve(R + discount * B.T @ P_next @ B, B.T @ P_next @ A)
+        P = P_next
+    raise ValueError("the Riccati iteration did not converge: can the system be stabilised at this discount?")
+
+
 def is_pong(env_id: str) -> bool:
     """Whether `env_id` names Pong, which gets the ale-py vector env and Karpathy's preprocessing."""
     return env_id in PONG_IDS
 
 
-def make_env(config: Config, num_envs: int | None = None, rgb: bool = False) -> PongVectorEnv | GymVectorEnv:
+def make_env(
+    config: Config, num_envs: int | None = None, rgb: bool = False
+) -> PongVectorEnv | LQRVectorEnv | GymVectorEnv:
     """Builds the vectorised game the config asks for.
 
     Args:
         config: uses `env.id`, `env.num_envs`, `env.frame_skip`, `env.sticky_action_prob`,
-            `env.max_episode_steps` and `env.num_threads`.
+            `env.max_episode_steps`, `env.num_threads`, `env.kwargs` and `env.lqr`.
         num_envs: games to run instead of `env.num_envs` (evaluation and play use their own).
         rgb: Pong only: keep colour screens in `last_screens` for recording.
 
     Returns:
         An object with `reset(seed)`, `step(actions)`, `close()`, `num_envs`, `num_actions`,
-        `observation_size`, `observation_shape` and `observation_dtype`.
+        `observation_size`, `observation_shape`, `observation_dtype` and `action_dtype`.
     """
     env = config.env
     num_envs = env.num_envs if num_envs is None else num_envs
@@ -209,7 +342,9 @@ def make_env(config: Config, num_envs: int | None = None, rgb: bool = False) -> 
             num_threads=env.num_threads,
             rgb=rgb,
         )
+    if env.id == LQR_ID:
+        return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)
     try:
-        return GymVectorEnv(env.id, num_envs, env.max_episode_steps)
-    except gym.error.Error as error:
+        return GymVectorEnv(env.id, num_envs, env.max_episode_steps, env.kwargs)
+    except (gym.error.Error, TypeError) as error:
         raise ValueError(f"env.id: cannot make {env.id!r}: {error}") from None

@@ -155,20 +155,26 @@ class ProgressLine:
         self.every = every
         self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
-    def show(self, row: MetricsRow, max_steps: int | None = None) -> None:
-        """Prints the row's steps, episodes, rewards and speed."""
+    def show(self, row: MetricsRow, max_steps: int | None = None, detail: str = "") -> None:
+        """Prints the row's steps, episodes, rewards and speed, then `detail` if any."""
         steps = f"{row.env_steps:,}" + (f"/{max_steps:,}" if max_steps else "")
         text = (
             f"update {row.update:5d} | steps {steps} | episodes {row.episodes:,} | "
             f"reward {row.episode_reward_mean:6.2f} | running {row.running_reward:6.2f} | "
             f"{row.steps_per_second:,.0f} steps/s | {row.wall_time:,.0f}s"
-        )
+        ) + (f" | {detail}" if detail else "")
         if self.interactive:
             self.stream.write("\r" + text + "\x1b[K")
             self.stream.flush()
         elif row.update % self.every == 0 or row.update == 1:
             self.stream.write(text + "\n")
             self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """Prints a line of its own below the progress line."""
+        self.finish()
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def finish(self) -> None:
         """Ends the in-place line so that later output starts on a new line."""

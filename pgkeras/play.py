@@ -101,6 +101,7 @@ def evaluate(
     greedy: bool = False,
     seed: int | None = None,
     max_steps: int = 100_000,
+    sampler=None,
 ) -> np.ndarray:
     """Plays one episode in each of the env's games with the current policy and returns their rewards.
 
@@ -114,11 +115,13 @@ def evaluate(
         greedy: take the most probable action instead of sampling.
         seed: seeds the games.
         max_steps: steps per game after which unfinished episodes count as they stand.
+        sampler: chooses the actions (`pgkeras.policies.make_sampler`); None: a softmax
+            `ActionSampler` on `model` and `rng`.
 
     Returns:
         float64 `(num_envs,)` total reward of each game's episode.
     """
-    sampler = ActionSampler(model, rng)
+    sampler = sampler or ActionSampler(model, rng)
     observations = env.reset(seed=seed)
     totals = np.zeros(env.num_envs)
     running = np.ones(env.num_envs, dtype=bool)

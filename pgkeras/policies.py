@@ -1,7 +1,9 @@
-"""Policy networks: Functional Keras models from observation vector to softmax over actions.
+"""Policies: Functional Keras models from observation vector to a distribution over actions.
 
-Each model is compiled for the cross-entropy trick (`loss="categorical_crossentropy"`, trained with
-the advantages as `sample_weight`; see `pgkeras.train.update_policy`). Knows nothing of gymnasium.
+Softmax policies (`mlp`, `conv`, `tabular_softmax`) are compiled for the cross-entropy trick
+(`loss="categorical_crossentropy"`, trained with the advantages as `sample_weight`; see
+`pgkeras.train.update_policy`). The `linear_gaussian` policy outputs the mean of its action and is
+compiled with mean squared error, weighted by `gaussian_sample_weights`. Knows nothing of gymnasium.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ def build_policy(
     observation_shape: tuple[int, ...],
     num_actions: int,
 ) -> keras.Model:
-    """Builds and compiles the policy network.
+    """Builds and compiles the policy named by `model_config.kind`.
 
     The input is the flat observation vector of `prod(observation_shape)` floats. `mlp` stacks
     Dense(ReLU) layers of `hidden_units` and a Dense softmax. `conv` first reshapes the vector to
     `observation_shape + (1,)` (the 80x80 Pong difference image), applies the convolutions, then
-    the Dense layers.
+    the Dense layers. `tabular_softmax` and `linear_gaussian` are the one-layer policies of
+    `build_tabular_softmax_policy` and `build_linear_gaussian_policy`.
 
     Args:
         model_config: architecture settings.
@@ -47,9 +50,15 @@ def build_policy(
 
     Returns:
         A compiled `keras.Model` mapping float32 `(B, prod(observation_shape))` to action
-        probabilities `(B, num_actions)`.
+        probabilities `(B, num_actions)` (for `linear_gaussian`: the action mean `(B, 1)`).
     """
     observation_size = int(np.prod(observation_shape))
+    if model_config.kind == "tabular_softmax":
+        return build_tabular_softmax_policy(
+            observation_size, num_actions, model_config.temperature, train_config
+        )
+    if model_config.kind == "linear_gaussian":
+        return build_linear_gaussian_policy(observation_size, train_config)
     inputs = keras.Input(shape=(observation_size,), name="observation")
     x = inputs
     if model_config.kind == "conv":
@@ -164,6 +173,37 @@ class ActionSampler:
         if greedy:
             return probabilities.argmax(axis=1).astype(np.int32)
         return sample_categorical(probabilities, self.rng)
+
+
+class GaussianActionSampler:
+    """Draws continuous actions a = mu(s) + sigma * noise for all games with one batched forward pass.
+
+    Args:
+        model: maps float32 `(N, D)` to the action means `(N, 1)`.
+        sigma: the policy's fixed standard deviation.
+        rng: numpy generator for the noise.
+    """
+
+    def __init__(self, model: keras.Model, sigma: float, rng: np.random.Generator):
+        self.model = model
+        self.sigma = sigma
+        self.rng = rng
+
+    def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
+        """Returns float32 `(N,)` actions; `greedy` returns the means."""
+        means = np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))[:, 0]
+        if greedy:
+            return means.astype(np.float32)
+        return (means + self.sigma * self.rng.normal(size=means.shape)).astype(np.float32)
+
+
+def make_sampler(
+    model: keras.Model, model_config: ModelConfig, rng: np.random.Generator
+) -> ActionSampler | GaussianActionSampler:
+    """The action sampler that fits `model_config.kind`: Gaussian for `linear_gaussian`, else softmax."""
+    if model_config.kind == "linear_gaussian":
+        return GaussianActionSampler(model, model_config.sigma, rng)
+    return ActionSampler(model, rng)
 
 
 def sample_categorical(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:

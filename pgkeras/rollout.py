@@ -24,7 +24,7 @@ class Batch(NamedTuple):
     observations: np.ndarray
     """`(T, D)` in the env's compact dtype (int8 frame differences for Pong)."""
     actions: np.ndarray
-    """int32 `(T,)` sampled action indices."""
+    """`(T,)` in the env's `action_dtype`: int32 action indices, or float32 continuous actions."""
     rewards: np.ndarray
     """float32 `(T,)`."""
     returns: np.ndarray
@@ -41,8 +41,8 @@ class RolloutCollector:
     """Collects batches from a vectorised game with a batched action chooser.
 
     Args:
-        env: object with `reset(seed)`, `step(actions)`, `num_envs`, `observation_size` and
-            `observation_dtype` (see `pgkeras.envs.make_env`).
+        env: object with `reset(seed)`, `step(actions)`, `num_envs`, `observation_size`,
+            `observation_dtype` and `action_dtype` (see `pgkeras.envs.make_env`).
         gamma: discount for the returns.
         reset_on_reward: a segment ends at every non-zero reward (Pong points), not only at
             episode ends.
@@ -76,7 +76,7 @@ class RolloutCollector:
         self._observations = np.zeros(
             (num_envs, INITIAL_CAPACITY, env.observation_size), env.observation_dtype
         )
-        self._actions = np.zeros((num_envs, INITIAL_CAPACITY), np.int32)
+        self._actions = np.zeros((num_envs, INITIAL_CAPACITY), env.action_dtype)
         self._rewards = np.zeros((num_envs, INITIAL_CAPACITY), np.float32)
         self._episode_ends = np.zeros((num_envs, INITIAL_CAPACITY), bool)
         self._length = np.zeros(num_envs, np.int64)  # steps held per game
@@ -91,7 +91,7 @@ class RolloutCollector:
         """Steps all games until a batch is complete, and returns it.
 
         Args:
-            choose_actions: maps observations `(N, D)` to int actions `(N,)` with one batched
+            choose_actions: maps observations `(N, D)` to actions `(N,)` with one batched
                 forward pass (e.g. `ActionSampler.sample`).
 
         Returns:

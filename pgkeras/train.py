@@ -24,11 +24,11 @@ from pgkeras.checkpoints import (
     save_model_atomically,
 )
 from pgkeras.config import Config, save_config
-from pgkeras.envs import make_env
+from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
 from pgkeras.plots import plot_runs
-from pgkeras.policies import ActionSampler, build_policy
+from pgkeras.policies import build_policy, gaussian_sample_weights, make_sampler
 from pgkeras.returns import compute_advantages
 from pgkeras.rollout import RolloutCollector
 
@@ -53,6 +53,7 @@ def update_policy(
     actions: np.ndarray,
     advantages: np.ndarray,
     minibatch_size: int | None = None,
+    sigma: float | None = None,
 ) -> float:
     """One policy-gradient update, written as ordinary supervised training. This is the trick.
 
@@ -61,22 +62,33 @@ def update_policy(
     estimate (1/T) * sum_i A_i * grad log pi(a_i | s_i). So gradient descent on this loss is
     gradient ascent on expected reward: actions that did better than average become likelier.
 
+    For a Gaussian policy (pass its `sigma`), the sampled actions are the regression targets and
+    the weights A / (2 sigma^2) make the squared error -A * log pi up to a constant (see
+    `gaussian_sample_weights`): the same trick with a different likelihood.
+
     Args:
-        model: policy compiled with `loss="categorical_crossentropy"` (`build_policy` does this).
+        model: policy compiled with `loss="categorical_crossentropy"` (`build_policy` does this), or
+            with mean squared error for a Gaussian policy.
         observations: `(T, D)` observations the actions were chosen from (any numeric dtype).
-        actions: int `(T,)` sampled action indices.
+        actions: int `(T,)` sampled action indices, or float `(T,)` continuous actions.
         advantages: float32 `(T,)`, one weight per sample.
         minibatch_size: `batch_size` for `fit`; None: the whole batch in one optimizer step.
+        sigma: the Gaussian policy's standard deviation; None for a softmax policy.
 
     Returns:
         The loss `fit` reports. Not a measure of progress (see `pgkeras.metrics`).
     """
-    num_actions = model.output_shape[-1]
-    labels = keras.utils.to_categorical(actions, num_classes=num_actions).astype(np.float32)
+    if sigma is None:
+        num_actions = model.output_shape[-1]
+        targets = keras.utils.to_categorical(actions, num_classes=num_actions).astype(np.float32)
+        weights = advantages.astype(np.float32, copy=False)
+    else:
+        targets = actions.astype(np.float32).reshape(-1, 1)
+        weights = gaussian_sample_weights(advantages, sigma)
     history = model.fit(
         observations.astype(np.float32, copy=False),
-        labels,
-        sample_weight=advantages.astype(np.float32, copy=False),
+        targets,
+        sample_weight=weights,
         batch_size=minibatch_size or len(actions),  # Keras would silently use 32
         epochs=1,
         shuffle=False,
@@ -86,7 +98,11 @@ def update_policy(
 
 
 def train(
-    config: Config, run_dir: Path, resume: bool = False, progress: ProgressLine | None = None
+    config: Config,
+    run_dir: Path,
+    resume: bool = False,
+    progress: ProgressLine | None = None,
+    on_update: Callable[[MetricsRow, keras.Model], None] | None = None,
 ) -> TrainResult:
     """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
 
@@ -100,6 +116,8 @@ def train(
         run_dir: the run folder; created if missing.
         resume: continue from the newest checkpoint in `run_dir`.
         progress: where the progress line goes; None for stdout.
+        on_update: called after each update with its metrics row and the model (to record weights,
+            say); it must not change the model.
 
     Returns:
         A `TrainResult` with the final counters.
@@ -130,7 +148,12 @@ def train(
         samples_per_update=train_config.samples_per_update,
         seed=env_seed,
     )
-    sampler = ActionSampler(model, rng)
+    gain_report = _lqr_gain_report(env, model, train_config.gamma)
+    if gain_report is not None:
+        optimal = _format_vector(env.optimal_theta(train_config.gamma))
+        progress.note(f"optimal theta (minus the Riccati gain): {optimal}")
+    sampler = make_sampler(model, config.model, rng)
+    sigma = config.model.sigma if config.model.kind == "linear_gaussian" else None
     logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
 
     update, env_steps, episodes = state.update, state.env_steps, state.episodes
@@ -171,7 +194,7 @@ def train(
                 batch = collector.collect_batch(sampler.sample)
                 advantages = compute_advantages(batch.returns, train_config.advantage)
                 loss = update_policy(
-                    model, batch.observations, batch.actions, advantages, train_config.minibatch_size
+                    model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
                 )
                 if not math.isfinite(loss):
                     raise FloatingPointError(
@@ -195,7 +218,14 @@ def train(
                     eval_rng = np.random.default_rng([config.seed, update, 1])
                     eval_seed = int(eval_rng.integers(2**31))
                     eval_reward_mean = float(
-                        evaluate(model, eval_env, eval_rng, greedy=evaluation.greedy, seed=eval_seed).mean()
+                        evaluate(
+                            model,
+                            eval_env,
+                            eval_rng,
+                            greedy=evaluation.greedy,
+                            seed=eval_seed,
+                            sampler=make_sampler(model, config.model, eval_rng),
+                        ).mean()  # fmt: skip
                     )
                     keep_if_best(eval_reward_mean)
                 row = MetricsRow(
@@ -213,7 +243,9 @@ def train(
                     eval_reward_mean=eval_reward_mean,
                 )
                 logger.log(row)
-                progress.show(row, train_config.max_steps)
+                progress.show(row, train_config.max_steps, gain_report() if gain_report else "")
+                if on_update is not None:
+                    on_update(row, model)
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
         except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
@@ -225,12 +257,32 @@ def train(
             raise
         if update > state.update or not resume:
             checkpoint()
+    if gain_report is not None:
+        progress.note(gain_report())
     progress.finish()
     logger.close()
     env.close()
     if eval_env is not None:
         eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+
+
+def _lqr_gain_report(env, model: keras.Model, gamma: float) -> Callable[[], str] | None:
+    """For the LQR: a function describing the learned theta beside the Riccati optimum; else None."""
+    if not isinstance(env, LQRVectorEnv):
+        return None
+    optimal = env.optimal_theta(gamma)
+
+    def report() -> str:
+        theta = model.get_layer("theta").get_weights()[0][:, 0]
+        off = np.linalg.norm(theta - optimal) / np.linalg.norm(optimal)
+        return f"theta {_format_vector(theta)} vs optimal {_format_vector(optimal)} ({off:.1%} off)"
+
+    return report
+
+
+def _format_vector(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
 @contextmanager

@@ -93,3 +93,40 @@ def test_bad_input_gives_one_line_naming_file_and_key(tmp_path, text, overrides,
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["env.id=LQR"], "model.kind: got 'mlp', expected 'linear_gaussian' for env.id LQR"),
+        (["model.kind=linear_gaussian"], "linear_gaussian needs env.id LQR"),
+        (
+            ["env.id=LQR", "model.kind=linear_gaussian", "env.lqr.B=[[1.0, 2.0]]"],
+            "env.lqr.B: got [[1.0, 2.0]], expected a 2x1 matrix",
+        ),
+        (
+            ["env.id=LQR", "model.kind=linear_gaussian", "env.lqr.R=[[0.0]]"],
+            "env.lqr.R: got [[0.0]], expected a positive 1x1",
+        ),
+        (
+            ["env.id=LQR", "model.kind=linear_gaussian", "env.lqr.termination_prob=0"],
+            "expected a probability in (0, 1)",
+        ),
+        (["model.temperature=0"], "model.temperature: got 0.0, expected a positive number"),
+        (["model.sigma=-1"], "model.sigma: got -1.0, expected a positive standard deviation"),
+        (["env.kwargs=[1, 2]"], "env.kwargs: got list [1, 2], expected a mapping"),
+    ],
+)
+def test_policy_families_and_lqr_settings_are_checked(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, overrides)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_toy_configs_name_their_families():
+    frozenlake = load_config(CONFIGS / "frozenlake_tabular.yaml")
+    assert frozenlake.model.kind == "tabular_softmax"
+    assert frozenlake.env.kwargs == {"map_name": "4x4", "is_slippery": False}
+    lqr = load_config(CONFIGS / "lqr_linear_gaussian.yaml")
+    assert (lqr.env.id, lqr.model.kind) == ("LQR", "linear_gaussian")

@@ -18,6 +18,7 @@ from pgkeras.policies import (
     build_tabular_softmax_policy,
     gaussian_sample_weights,
 )
+from pgkeras.train import update_policy
 
 STEP = 1e-6
 
@@ -73,8 +74,8 @@ def test_tabular_fit_step_is_the_policy_gradient_step():
     states, actions = rng.integers(num_states, size=12), rng.integers(num_actions, size=12)
     advantages = rng.normal(size=12).astype(np.float32)
 
-    model.fit(np.eye(num_states, dtype=np.float32)[states], np.eye(num_actions, dtype=np.float32)[actions],
-              sample_weight=advantages, batch_size=12, epochs=1, verbose=0, shuffle=False)  # fmt: skip
+    # The trainer's own update: one-hot states in, sampled actions as labels, advantages as weights.
+    update_policy(model, np.eye(num_states, dtype=np.float32)[states], actions, advantages)
 
     gradient = np.mean(
         [
@@ -128,8 +129,8 @@ def test_linear_gaussian_fit_step_is_the_policy_gradient_step():
     actions = (states @ theta + sigma * rng.normal(size=10)).astype(np.float32)
     advantages = rng.normal(size=10)
 
-    model.fit(states, actions[:, None], sample_weight=gaussian_sample_weights(advantages, sigma),
-              batch_size=10, epochs=1, verbose=0, shuffle=False)  # fmt: skip
+    # The trainer's own update: the actions as regression targets, weights A / (2 sigma^2).
+    update_policy(model, states, actions, advantages, sigma=sigma)
 
     gradient = np.mean([A * linear_gaussian_log_prob_grad(theta, s, a, sigma)
                         for s, a, A in zip(states, actions, advantages, strict=True)], axis=0)  # fmt: skip

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.policies import ActionSampler, build_policy, sample_categorical
+from pgkeras.policies import ActionSampler, build_policy, make_sampler, sample_categorical
 from pgkeras.train import update_policy
 
 
@@ -53,3 +53,25 @@ def test_sampler_is_batched_and_seeded():
     np.testing.assert_array_equal(first, again)
     greedy = ActionSampler(model, np.random.default_rng(0)).sample(observations, greedy=True)
     np.testing.assert_array_equal(greedy, model.predict_on_batch(observations).argmax(axis=1))
+
+
+def test_tabular_and_gaussian_kinds_build_their_one_layer_policies():
+    tabular = build_policy(ModelConfig(kind="tabular_softmax", temperature=0.5), TrainConfig(), (16,), 4)
+    assert [w.name for w in tabular.trainable_weights] == ["kernel"]
+    assert tabular.get_layer("preferences").get_weights()[0].shape == (16, 4)
+    np.testing.assert_allclose(tabular.predict_on_batch(np.eye(16, dtype=np.float32)[:2]), 0.25)
+
+    gaussian = build_policy(ModelConfig(kind="linear_gaussian"), TrainConfig(), (3,), 1)
+    assert [v.path for v in gaussian.trainable_variables] == ["theta/kernel"]
+    assert gaussian.output_shape == (None, 1)
+
+
+def test_gaussian_sampler_draws_around_the_mean_with_sigma():
+    model = build_policy(ModelConfig(kind="linear_gaussian"), TrainConfig(), (2,), 1)
+    model.get_layer("theta").set_weights([np.array([[1.0], [-2.0]], np.float32)])
+    sampler = make_sampler(model, ModelConfig(kind="linear_gaussian", sigma=0.5), np.random.default_rng(0))
+    states = np.tile(np.array([[1.0, 1.0]], np.float32), (20000, 1))
+    actions = sampler.sample(states)
+    assert actions.dtype == np.float32 and actions.shape == (20000,)
+    assert abs(actions.mean() + 1.0) < 0.02 and abs(actions.std() - 0.5) < 0.02
+    np.testing.assert_allclose(sampler.sample(states[:3], greedy=True), -1.0)

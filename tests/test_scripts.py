@@ -52,3 +52,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, mess
 def test_generic_trainer_needs_a_config(tmp_path):
     result = run(SCRIPTS / "train.py", cwd=tmp_path)
     assert result.returncode == 2 and "--config" in result.stderr
+
+
+def test_lqr_training_prints_the_riccati_optimum_beside_theta(tmp_path):
+    result = run(
+        SCRIPTS / "train.py",
+        "--config",
+        "configs/lqr_linear_gaussian.yaml",
+        "--set",
+        "train.max_steps=4000",
+        "--run-dir",
+        tmp_path / "lqr",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "optimal theta (minus the Riccati gain): [-0.209, -0.597]" in result.stdout
+    assert " vs optimal [-0.209, -0.597] (" in result.stdout.splitlines()[-2]

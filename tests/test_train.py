@@ -1,4 +1,5 @@
-"""Real training runs through `train()`: Pong writes every artefact and resumes; CartPole learns."""
+"""Real training runs through `train()`: Pong writes every artefact and resumes; CartPole, FrozenLake
+and the LQR learn."""
 
 import json
 
@@ -8,7 +9,9 @@ import pytest
 from conftest import CONFIGS
 
 from pgkeras.config import load_config
+from pgkeras.envs import make_env
 from pgkeras.metrics import COLUMNS, read_metrics
+from pgkeras.play import evaluate
 from pgkeras.train import train
 
 TINY_PONG = ["env.num_envs=4", "train.samples_per_update=1000", "train.checkpoint_every=2",
@@ -56,3 +59,33 @@ def test_cartpole_learns_with_the_trick(tmp_path):
     assert rows[-1]["env_steps"] <= config.train.max_steps + 8 * 500
     recent = [row["episode_reward_mean"] for row in rows[-5:]]
     assert np.mean(recent) > 150, recent
+
+
+@pytest.mark.slow
+def test_frozenlake_tabular_policy_reaches_the_goal_every_time(tmp_path):
+    config = load_config(CONFIGS / "frozenlake_tabular.yaml")
+    train(config, tmp_path / "frozenlake")
+    model = keras.models.load_model(tmp_path / "frozenlake" / "model.keras")
+    assert [v.path for v in model.trainable_variables] == ["preferences/kernel"]
+
+    # The lake is not slippery, so greedy play is deterministic: every game must reach the goal (return 1).
+    env = make_env(config, num_envs=8)
+    returns = evaluate(model, env, np.random.default_rng(0), greedy=True, seed=123, max_steps=100)
+    env.close()
+    assert returns.tolist() == [1.0] * 8
+
+
+@pytest.mark.slow
+def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
+    config = load_config(CONFIGS / "lqr_linear_gaussian.yaml")
+    thetas = []
+    train(config, tmp_path / "lqr", on_update=lambda row, model: thetas.append(model.get_weights()[0][:, 0]))
+    model = keras.models.load_model(tmp_path / "lqr" / "model.keras")
+    assert [v.path for v in model.trainable_variables] == ["theta/kernel"]
+
+    theta = model.get_layer("theta").get_weights()[0][:, 0]
+    optimal = make_env(config).optimal_theta(config.train.gamma)
+    assert np.linalg.norm(theta - optimal) / np.linalg.norm(optimal) < 0.10, (theta, optimal)
+    np.testing.assert_array_equal(thetas[-1], theta)
+    # It started at zero, 100% off.
+    assert np.linalg.norm(thetas[0] - optimal) > 0.5 * np.linalg.norm(optimal)

@@ -1,0 +1,90 @@
+"""The linear-quadratic regulator and its Riccati gain: dynamics by formula, optimality by comparison."""
+
+import numpy as np
+import pytest
+
+from pgkeras.config import LQRConfig, load_config
+from pgkeras.envs import LQRVectorEnv, make_env, riccati_gain
+
+
+def linear_policy_cost(A, B, Q, R, K, discount):
+    """Discounted cost matrix P_K of the policy u = -K x: x0^T P_K x0 is its total cost from x0."""
+    closed_loop = A - B @ K
+    P = np.zeros_like(Q)
+    for _ in range(5000):
+        P = Q + K.T @ R @ K + discount * closed_loop.T @ P @ closed_loop
+    return P
+
+
+def test_lqr_steps_follow_the_dynamics_and_the_cost():
+    lqr = LQRConfig(noise_std=0.0, termination_prob=1e-9)
+    env = LQRVectorEnv(lqr, num_envs=3)
+    x = env.reset(seed=0).astype(np.float64)
+    u = np.array([0.5, -1.0, 2.0])
+    result = env.step(u)
+    A, B, Q, R = (np.array(m) for m in (lqr.A, lqr.B, lqr.Q, lqr.R))
+    np.testing.assert_allclose(result.observations, x @ A.T + u[:, None] @ B.T, rtol=1e-6)
+    expected = -(np.einsum("ni,ij,nj->n", x, Q, x) + R[0, 0] * u**2)
+    np.testing.assert_allclose(result.rewards, expected, rtol=1e-6)
+
+
+def test_lqr_episodes_end_at_random_with_the_configured_probability():
+    env = LQRVectorEnv(LQRConfig(termination_prob=0.2), num_envs=64)
+    env.reset(seed=1)
+    ends = np.mean([env.step(np.zeros(64)).terminated.mean() for _ in range(200)])
+    assert abs(ends - 0.2) < 0.02
+
+
+def test_lqr_is_seeded_and_made_from_the_config():
+    config = load_config(None, ["env.id=LQR", "model.kind=linear_gaussian", "env.num_envs=4"])
+    first, second = make_env(config), make_env(config)
+    np.testing.assert_array_equal(first.reset(seed=3), second.reset(seed=3))
+    np.testing.assert_array_equal(first.step(np.ones(4)).observations, second.step(np.ones(4)).observations)
+    assert first.observation_shape == (2,) and first.action_dtype == np.float32
+
+
+def test_scalar_riccati_gain_solves_the_scalar_equation():
+    a, b, q, r, g = 1.2, 0.5, 2.0, 0.3, 0.9
+    (k,) = riccati_gain(*(np.array([[v]]) for v in (a, b, q, r)), discount=g)[0]
+    # The scalar P solves P = q + g a^2 P - g^2 a^2 b^2 P^2 / (r + g b^2 P), and k = g a b P / (r + g b^2 P).
+    p = linear_policy_cost(
+        np.array([[a]]), np.array([[b]]), np.array([[q]]), np.array([[r]]), np.array([[k]]), g
+    )
+    p = p[0, 0]
+    assert p == pytest.approx(
+        q + g * a * a * p - g * g * a * a * b * b * p * p / (r + g * b * b * p), rel=1e-9
+    )
+    assert k == pytest.approx(g * a * b * p / (r + g * b * b * p), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_riccati_gain_costs_less_than_any_nearby_gain(seed):
+    rng = np.random.default_rng(seed)
+    A, B = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 1))
+    Q, R, discount = np.eye(3), np.array([[0.5]]), 0.95
+    K = riccati_gain(A, B, Q, R, discount)
+    best = np.trace(linear_policy_cost(A, B, Q, R, K, discount))
+    for _ in range(10):
+        nearby = K + 0.05 * rng.normal(size=K.shape)
+        assert np.trace(linear_policy_cost(A, B, Q, R, nearby, discount)) > best
+
+
+def test_unstabilisable_system_is_reported():
+    with pytest.raises(ValueError, match="did not converge"):
+        riccati_gain(np.array([[2.0]]), np.array([[0.0]]), np.eye(1), np.eye(1), discount=1.0)
+
+
+def test_frozenlake_takes_make_kwargs_and_one_hot_states():
+    config = load_config(None, ["env.id=FrozenLake-v1", "env.num_envs=2", "env.kwargs={is_slippery: false}"])
+    env = make_env(config)
+    observations = env.reset(seed=0)
+    assert observations.shape == (2, 16) and observations[:, 0].tolist() == [1.0, 1.0]
+    # Not slippery: moving down from the start always lands on state 4.
+    assert env.step(np.array([1, 1])).observations.argmax(axis=1).tolist() == [4, 4]
+    env.close()
+
+
+def test_unknown_make_kwargs_give_a_clear_error():
+    config = load_config(None, ["env.id=CartPole-v1", "env.kwargs={slippery: false}"])
+    with pytest.raises(ValueError, match="env.id: cannot make 'CartPole-v1'"):
+        make_env(config)
