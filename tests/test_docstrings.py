@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["pgkeras.config", "pgkeras.gradients", "pgkeras.policies", "pgkeras.preprocess", "pgkeras.returns"]
+MODULES = ["pgkeras.checks", "pgkeras.config", "pgkeras.envs", "pgkeras.gradients", "pgkeras.policies",
+           "pgkeras.preprocess", "pgkeras.returns"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -4,8 +4,8 @@ and one `fit` step with SGD equals the analytic policy-gradient step."""
 import keras
 import numpy as np
 import pytest
-from autodiff import keras_loss_gradients
 
+from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import TrainConfig
 from pgkeras.gradients import (
     linear_gaussian_log_prob_grad,
@@ -19,20 +19,6 @@ from pgkeras.policies import (
     gaussian_sample_weights,
 )
 from pgkeras.train import update_policy
-
-STEP = 1e-6
-
-
-def central_difference(function, point):
-    """Numerical gradient of a scalar function of an array, by central differences."""
-    grad = np.zeros_like(point, dtype=np.float64)
-    for index in range(point.size):
-        plus, minus = point.astype(np.float64), point.astype(np.float64)
-        plus.flat[index] += STEP
-        minus.flat[index] -= STEP
-        grad.flat[index] = (function(plus) - function(minus)) / (2 * STEP)
-    return grad
-
 
 # Tabular softmax with temperature -----------------------------------------------------------
 
@@ -49,7 +35,7 @@ def test_tabular_softmax_three_ways(seed):
     s, a = int(rng.integers(num_states)), int(rng.integers(num_actions))
 
     analytic = softmax_log_prob_grad(w, s, a, tau)
-    numeric = central_difference(lambda x: tabular_log_prob(x, s, a, tau), w)
+    numeric = central_differences(lambda x: tabular_log_prob(x, s, a, tau), w)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
     # The b != a entries are -pi(b|s)/tau, not 1/tau - pi(b|s)/tau as in the source notes.
     others = [b for b in range(num_actions) if b != a]
@@ -104,7 +90,7 @@ def test_linear_gaussian_three_ways(seed):
     a, sigma, advantage = float(rng.normal()), float(rng.uniform(0.3, 2.0)), float(rng.normal())
 
     analytic = linear_gaussian_log_prob_grad(theta, s, a, sigma)
-    numeric = central_difference(lambda t: gaussian_log_prob(t, s, a, sigma), theta)
+    numeric = central_differences(lambda t: gaussian_log_prob(t, s, a, sigma), theta)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
     # The trick's loss for a Gaussian: squared error weighted by A / (2 sigma^2) has gradient
@@ -159,10 +145,10 @@ def test_mlp_cross_entropy_three_ways(seed):
 
     grad_w1, grad_w2 = mlp_cross_entropy_grads(w1, w2, x, y)
     np.testing.assert_allclose(
-        grad_w1, central_difference(lambda w: mlp_loss(w, w2, x, y), w1), rtol=1e-5, atol=1e-7
+        grad_w1, central_differences(lambda w: mlp_loss(w, w2, x, y), w1), rtol=1e-5, atol=1e-7
     )
     np.testing.assert_allclose(
-        grad_w2, central_difference(lambda w: mlp_loss(w1, w, x, y), w2), rtol=1e-5, atol=1e-7
+        grad_w2, central_differences(lambda w: mlp_loss(w1, w, x, y), w2), rtol=1e-5, atol=1e-7
     )
 
     inputs = keras.Input((D,))
