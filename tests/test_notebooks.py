@@ -1,5 +1,7 @@
 """The notebooks run top to bottom with tiny budgets, so they cannot rot."""
 
+import re
+
 import nbformat
 import pytest
 from conftest import REPO
@@ -22,3 +24,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {}) or "image/gif" in o.get("data", {})]
     assert images, "the notebook should show its curves and GIF inline"
+    if path.name.startswith("01_"):
+        text = "".join(o.get("text", "") for o in outputs)
+        gaps = [float(value) for value in re.findall(r"largest gap (\S+)", text)]
+        assert len(gaps) == 7 and max(gaps) < 1e-5, gaps  # the three ways agree for every family
