@@ -71,7 +71,11 @@ class EnvConfig:
     max_episode_steps: int | None = None
     """Cut an episode after this many agent steps (null: the game's own limit, 108,000 frames for Atari)."""
     num_threads: int = 0
-    """Emulator worker threads (Atari only); 0 lets ale-py pick one per core."""
+    """Emulator worker threads per group (Atari only); 0 lets ale-py pick one per core."""
+    num_groups: int = 2
+    """Split the games into this many groups, stepped in turn, so that the emulator plays one group
+    while the policy chooses the actions of another (Atari only; must divide num_envs). 1: all
+    games in lockstep."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -376,6 +380,8 @@ def validate(config: Config, source: str = "config") -> None:
         fail("env.sticky_action_prob", env.sticky_action_prob, "a probability in [0, 1]")
     if env.max_episode_steps is not None and env.max_episode_steps < 1:
         fail("env.max_episode_steps", env.max_episode_steps, "null or an integer >= 1")
+    if env.num_groups < 1 or env.num_envs % env.num_groups:
+        fail("env.num_groups", env.num_groups, f"a divisor of env.num_envs ({env.num_envs}), e.g. 1 or 2")
     if env.num_threads < 0:
         fail("env.num_threads", env.num_threads, "0 (automatic) or a positive number of threads")
     if model.kind == "mlp" and not model.hidden_units:

@@ -37,19 +37,47 @@ class StepResult(NamedTuple):
     """bool `(N,)`: the episode was cut by a step limit."""
 
 
+class LockstepGroups:
+    """`groups`, `send` and `recv` for games that all step at once: one group, stepped by `recv`.
+
+    The collector talks to every env through these three; only `PongVectorEnv` has real groups.
+    """
+
+    num_envs: int
+
+    @property
+    def groups(self) -> list[np.ndarray]:
+        """Game indices of each group; here a single group of all games."""
+        return [np.arange(self.num_envs)]
+
+    def send(self, group: int, actions: np.ndarray) -> None:
+        """Keeps the actions for the next `recv`."""
+        self._sent_actions = actions
+
+    def recv(self, group: int) -> StepResult:
+        """Steps all games with the actions sent."""
+        return self.step(self._sent_actions)
+
+
 class PongVectorEnv:
     """Pong games stepped together in ale-py's C++ vector env, seen as Karpathy's frame differences.
 
     Observations are int8 `(N, 6400)` differences of consecutive 0/1 frames; actions are 0 (UP)
     and 1 (DOWN).
 
+    The games can be split into `num_groups` groups, each its own ale-py vector env, so that the
+    emulator threads play one group while Python chooses the actions of another: `send(group,
+    actions)` starts a group's step and returns at once, `recv(group)` waits for it. Each group
+    always steps all its games, so the order of events, and so a seeded run, is the same every time.
+
     Args:
         num_envs: games played at once.
         frame_skip: emulator frames per agent step.
         sticky_action_prob: probability of repeating the previous action.
         max_episode_steps: agent steps after which an episode is cut, or None for ALE's 108,000 frames.
-        num_threads: emulator threads; 0 lets ale-py choose.
+        num_threads: emulator threads per group; 0 lets ale-py choose.
         rgb: ask the emulator for colour screens (for recording); the policy sees the same vectors.
+        num_groups: groups of games stepped in turn; must divide `num_envs`.
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -67,51 +95,79 @@ class PongVectorEnv:
         max_episode_steps: int | None = None,
         num_threads: int = 0,
         rgb: bool = False,
+        num_groups: int = 1,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
+        if num_groups < 1 or num_envs % num_groups:
+            raise ValueError(f"num_groups must divide num_envs: got {num_groups} groups for {num_envs} games")
         self.num_envs = num_envs
-        self.vector_env = AtariVectorEnv(
-            "pong",
-            num_envs,
-            num_threads=num_threads,
-            frameskip=frame_skip,
-            repeat_action_probability=sticky_action_prob,
-            max_num_frames_per_episode=(max_episode_steps * frame_skip if max_episode_steps else 108_000),
-            # The full 210x160 screen in grayscale: Karpathy's crop and downsample happen in
-            # pong_frames, and a resize here would blur the 2-pixel ball.
-            img_height=210,
-            img_width=160,
-            grayscale=not rgb,
-            stack_num=1,
-            # No max over the last two frames: it would draw the ball twice.
-            maxpool=False,
-            noop_max=0,
-            use_fire_reset=False,
-            reward_clipping=False,
-            autoreset_mode=AutoresetMode.SAME_STEP,
-        )
-        self.difference = FrameDifference(num_envs)
+        group_size = num_envs // num_groups
+        self.groups = [np.arange(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
+        self.vector_envs = [
+            AtariVectorEnv(
+                "pong",
+                group_size,
+                num_threads=num_threads,
+                frameskip=frame_skip,
+                repeat_action_probability=sticky_action_prob,
+                max_num_frames_per_episode=(max_episode_steps * frame_skip if max_episode_steps else 108_000),
+                # The full 210x160 screen in grayscale: Karpathy's crop and downsample happen in
+                # pong_frames, and a resize here would blur the 2-pixel ball.
+                img_height=210,
+                img_width=160,
+                grayscale=not rgb,
+                stack_num=1,
+                # No max over the last two frames: it would draw the ball twice.
+                maxpool=False,
+                noop_max=0,
+                use_fire_reset=False,
+                reward_clipping=False,
+                autoreset_mode=AutoresetMode.SAME_STEP,
+            )
+            for _ in range(num_groups)
+        ]
+        self.differences = [FrameDifference(group_size) for _ in range(num_groups)]
         self.last_screens: np.ndarray | None = None
         """Raw screens of the latest reset or step, `(N, 210, 160)` or `(N, 210, 160, 3)` with `rgb`."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences."""
-        screens, info = self.vector_env.reset(seed=seed)
-        self.last_screens = self._in_env_order(screens, info)[:, 0]
-        return self.difference(pong_frames(self.last_screens), np.ones(self.num_envs, dtype=bool))
+        screens = []
+        for rows, vector_env in zip(self.groups, self.vector_envs, strict=True):
+            group_screens, info = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
+            screens.append(self._in_env_order(group_screens, info)[:, 0])
+        self.last_screens = np.concatenate(screens)
+        return np.concatenate(
+            [
+                difference(pong_frames(self.last_screens[rows]), np.ones(len(rows), dtype=bool))
+                for rows, difference in zip(self.groups, self.differences, strict=True)
+            ]
+        )
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
-        screens, rewards, terminated, truncated, info = self.vector_env.step(PONG_ACTIONS[actions])
+    def send(self, group: int, actions: np.ndarray) -> None:
+        """Starts one agent step of the games in `group`. `actions`: int of 0 (UP) or 1 (DOWN)."""
+        self.vector_envs[group].send(PONG_ACTIONS[actions])
+
+    def recv(self, group: int) -> StepResult:
+        """Waits for the step of `group` and returns its rows, in the group's game order."""
+        screens, rewards, terminated, truncated, info = self.vector_envs[group].recv()
         order = info["env_id"]
         if not (order[:-1] < order[1:]).all():
             screens, rewards, terminated, truncated = (
                 self._in_env_order(x, info) for x in (screens, rewards, terminated, truncated)
             )
-        self.last_screens = screens[:, 0]
-        observations = self.difference(pong_frames(self.last_screens), terminated | truncated)
+        if self.last_screens is not None:
+            self.last_screens[self.groups[group]] = screens[:, 0]
+        observations = self.differences[group](pong_frames(screens[:, 0]), terminated | truncated)
         return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
+        for group, rows in enumerate(self.groups):
+            self.send(group, actions[rows])
+        results = [self.recv(group) for group in range(len(self.groups))]
+        return StepResult(*(np.concatenate(parts) for parts in zip(*results, strict=True)))
 
     @staticmethod
     def _in_env_order(values: np.ndarray, info: dict) -> np.ndarray:
@@ -120,10 +176,11 @@ class PongVectorEnv:
         return ordered
 
     def close(self) -> None:
-        self.vector_env.close()
+        for vector_env in self.vector_envs:
+            vector_env.close()
 
 
-class GymVectorEnv:
+class GymVectorEnv(LockstepGroups):
     """Any gymnasium game with discrete actions, stepped with `gymnasium.make_vec`.
 
     Box observations are flattened to float32 vectors; Discrete observations become one-hot vectors.
@@ -192,7 +249,7 @@ class GymVectorEnv:
         self.vector_env.close()
 
 
-class LQRVectorEnv:
+class LQRVectorEnv(LockstepGroups):
     """Copies of a linear-quadratic regulator stepped together in numpy.
 
     x' = A x + B u + noise, reward -(x^T Q x + u^T R u), for a state x of n floats and one
@@ -341,6 +398,7 @@ def make_env(
             max_episode_steps=env.max_episode_steps,
             num_threads=env.num_threads,
             rgb=rgb,
+            num_groups=env.num_groups if num_envs % env.num_groups == 0 else 1,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

@@ -144,11 +144,88 @@ def gaussian_sample_weights(advantages: np.ndarray, sigma: float) -> np.ndarray:
     return (np.asarray(advantages, dtype=np.float64) / (2.0 * sigma**2)).astype(np.float32)
 
 
+class DenseForward:
+    """The forward pass of a stack of Dense layers in numpy, for choosing actions between updates.
+
+    For the 8 x 6400 int8 batch of one Pong step this is about three times faster than
+    `predict_on_batch`: it skips the framework's per-call dispatch and, for int8 inputs, multiplies
+    only the non-zero pixels (`sparse_matmul`). The result equals the Keras model's up to float32
+    rounding. It holds a copy of the weights: call `refresh()` after every update.
+
+    Args:
+        model: a Functional model whose layers after the input are all `Dense` with activation
+            relu, softmax or linear (`mlp` and `linear_gaussian` policies).
+    """
+
+    ACTIVATIONS = ("relu", "softmax", "linear")
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        self.refresh()
+
+    @classmethod
+    def supports(cls, model: keras.Model) -> bool:
+        """Whether `model` is a plain stack of Dense layers this class can run."""
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        return bool(layers) and all(
+            isinstance(layer, keras.layers.Dense) and layer.activation.__name__ in cls.ACTIVATIONS
+            for layer in layers
+        )
+
+    def refresh(self) -> None:
+        """Copies the model's current weights."""
+        self.parameters = [
+            (*(np.asarray(w, dtype=np.float32) for w in layer.get_weights()), layer.activation.__name__)
+            for layer in self.layers
+        ]
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        """Returns float32 `(N, outputs)` for observations `(N, D)` of any numeric dtype."""
+        x = observations
+        for index, (*weights, activation) in enumerate(self.parameters):
+            if index == 0 and x.dtype == np.int8:
+                x = sparse_matmul(x, weights[0])
+            else:
+                x = x.astype(np.float32, copy=False) @ weights[0]
+            if len(weights) == 2:
+                x += weights[1]
+            if activation == "relu":
+                np.maximum(x, 0.0, out=x)
+            elif activation == "softmax":
+                x = softmax_rows(x)
+        return x
+
+
+def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """`x @ kernel` for a mostly-zero integer `x` `(N, D)`, touching only the kernel rows it needs.
+
+    A Pong frame difference has a few dozen non-zero pixels out of 6400, so gathering those rows of
+    the `(6400, H)` kernel is far less work than the dense product. It also stays off the BLAS
+    thread pool, whose spinning threads would compete with the emulator's for the same cores.
+
+    Example:
+        >>> sparse_matmul(np.array([[0, 1, 0], [-1, 0, 2]], np.int8), np.eye(3, dtype=np.float32)).tolist()
+        [[0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]]
+    """
+    rows, columns = np.nonzero(x)
+    selector = np.zeros((len(x), len(rows)), np.float32)
+    selector[rows, np.arange(len(rows))] = x[rows, columns]
+    return selector @ kernel[columns]
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in the logits' dtype, shifted by the row maximum for stability."""
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
 class ActionSampler:
     """Chooses actions for all games with one batched forward pass.
 
-    Uses `predict_on_batch`, Keras's compiled single-batch inference, never `model.predict`
-    (which builds a dataset and costs tens of milliseconds per call).
+    Dense-only policies run in numpy (`DenseForward`); others use `predict_on_batch`, Keras's
+    compiled single-batch inference. Never `model.predict`, which builds a dataset and costs tens
+    of milliseconds per call.
 
     Args:
         model: the policy; maps float32 `(N, D)` to probabilities `(N, A)`.
@@ -158,10 +235,22 @@ class ActionSampler:
     def __init__(self, model: keras.Model, rng: np.random.Generator):
         self.model = model
         self.rng = rng
+        self.forward = DenseForward(model) if DenseForward.supports(model) else None
+
+    def refresh(self) -> None:
+        """Picks up new weights after the model was trained."""
+        if self.forward is not None:
+            self.forward.refresh()
+
+    def outputs(self, observations: np.ndarray) -> np.ndarray:
+        """Returns the model's float32 outputs for observations `(N, D)`."""
+        if self.forward is not None:
+            return self.forward(observations)
+        return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:
         """Returns float `(N, A)` action probabilities for observations `(N, D)`."""
-        return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
+        return self.outputs(observations)
 
     def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
         """Draws one action per row from the softmax (or takes the argmax when `greedy`).
@@ -175,7 +264,7 @@ class ActionSampler:
         return sample_categorical(probabilities, self.rng)
 
 
-class GaussianActionSampler:
+class GaussianActionSampler(ActionSampler):
     """Draws continuous actions a = mu(s) + sigma * noise for all games with one batched forward pass.
 
     Args:
@@ -185,13 +274,12 @@ class GaussianActionSampler:
     """
 
     def __init__(self, model: keras.Model, sigma: float, rng: np.random.Generator):
-        self.model = model
+        super().__init__(model, rng)
         self.sigma = sigma
-        self.rng = rng
 
     def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
         """Returns float32 `(N,)` actions; `greedy` returns the means."""
-        means = np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))[:, 0]
+        means = self.outputs(observations)[:, 0]
         if greedy:
             return means.astype(np.float32)
         return (means + self.sigma * self.rng.normal(size=means.shape)).astype(np.float32)

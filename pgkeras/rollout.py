@@ -1,19 +1,23 @@
 """The collector: steps all games at once and hands out complete batches for `model.fit`.
 
 Each game writes into its own row of preallocated arrays, so a step costs a few whole-array numpy
-operations whatever the number of games. A stretch of a game's steps becomes usable once its
-return is known: at the end of a point (when `reset_on_reward`) or of an episode. Unfinished
-stretches stay in the buffer and join a later batch.
+operations whatever the number of games. Games come in groups (`env.groups`): while the emulator
+plays one group, the policy chooses the actions of the next. A stretch of a game's steps becomes
+usable once its return is known: at the end of a point (when `reset_on_reward`) or of an episode.
+Unfinished stretches stay in the buffer and join a later batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from pgkeras.returns import discounted_returns
+
+if TYPE_CHECKING:
+    from pgkeras.envs import StepResult
 
 INITIAL_CAPACITY = 1024
 
@@ -41,8 +45,9 @@ class RolloutCollector:
     """Collects batches from a vectorised game with a batched action chooser.
 
     Args:
-        env: object with `reset(seed)`, `step(actions)`, `num_envs`, `observation_size`,
-            `observation_dtype` and `action_dtype` (see `pgkeras.envs.make_env`).
+        env: object with `reset(seed)`, `groups`, `send(group, actions)`, `recv(group)`,
+            `num_envs`, `observation_size`, `observation_dtype` and `action_dtype` (see
+            `pgkeras.envs.make_env`).
         gamma: discount for the returns.
         reset_on_reward: a segment ends at every non-zero reward (Pong points), not only at
             episode ends.
@@ -86,6 +91,8 @@ class RolloutCollector:
         self._finished_returns: list[float] = []
         self._finished_lengths: list[int] = []
         self._current = env.reset(seed=seed)
+        self._sent_actions: list[np.ndarray | None] = [None] * len(env.groups)
+        self._next_group = 0
 
     def collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
         """Steps all games until a batch is complete, and returns it.
@@ -98,30 +105,49 @@ class RolloutCollector:
             The `Batch`; its samples are removed from the buffer.
         """
         num_env_steps = 0
+        groups = self.env.groups
+        # Every group has a step in flight between calls, except one that finished the last batch:
+        # it gets its actions from the new policy now.
+        for group, rows in enumerate(groups):
+            if self._sent_actions[group] is None:
+                self._sent_actions[group] = choose_actions(self._current[rows])
+                self.env.send(group, self._sent_actions[group])
         while not self._batch_ready():
+            group = self._next_group
+            self._next_group = (group + 1) % len(groups)
             self._ensure_capacity()
-            actions = choose_actions(self._current)
-            result = self.env.step(actions)
-            rows, columns = self._games, self._length
-            self._observations[rows, columns] = self._current
-            self._actions[rows, columns] = actions
-            self._rewards[rows, columns] = result.rewards
-            done = result.terminated | result.truncated
-            self._episode_ends[rows, columns] = done
-            self._length += 1
-            num_env_steps += len(actions)
-
-            self._episode_return += result.rewards
-            self._episode_length += 1
-            if done.any():
-                self._finished_returns.extend(self._episode_return[done].tolist())
-                self._finished_lengths.extend(self._episode_length[done].tolist())
-                self._episode_return[done] = 0.0
-                self._episode_length[done] = 0
-            segment_end = done | (result.rewards != 0) if self._segment_on_reward else done
-            self._complete[segment_end] = self._length[segment_end]
-            self._current = result.observations
+            result = self.env.recv(group)
+            self._record(groups[group], self._sent_actions[group], result)
+            num_env_steps += len(groups[group])
+            if self._batch_ready():
+                self._sent_actions[group] = None
+                break
+            # The other groups are being played meanwhile.
+            self._sent_actions[group] = choose_actions(result.observations)
+            self.env.send(group, self._sent_actions[group])
         return self._take_batch(num_env_steps)
+
+    def _record(self, rows: np.ndarray, actions: np.ndarray, result: StepResult) -> None:
+        """Writes one step of the games in `rows` into their buffers."""
+        columns = self._length[rows]
+        self._observations[rows, columns] = self._current[rows]
+        self._actions[rows, columns] = actions
+        self._rewards[rows, columns] = result.rewards
+        done = result.terminated | result.truncated
+        self._episode_ends[rows, columns] = done
+        self._length[rows] += 1
+
+        self._episode_return[rows] += result.rewards
+        self._episode_length[rows] += 1
+        if done.any():
+            finished = rows[done]
+            self._finished_returns.extend(self._episode_return[finished].tolist())
+            self._finished_lengths.extend(self._episode_length[finished].tolist())
+            self._episode_return[finished] = 0.0
+            self._episode_length[finished] = 0
+        segment_end = rows[done | (result.rewards != 0) if self._segment_on_reward else done]
+        self._complete[segment_end] = self._length[segment_end]
+        self._current[rows] = result.observations
 
     def _batch_ready(self) -> bool:
         if self.episodes_per_update is not None:

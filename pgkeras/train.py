@@ -85,11 +85,18 @@ def update_policy(
     else:
         targets = actions.astype(np.float32).reshape(-1, 1)
         weights = gaussian_sample_weights(advantages, sigma)
+    # Observations go in their compact dtype (int8 for Pong): Keras casts them to the input's float32
+    # inside the compiled step, which is cheaper than a 4x larger float32 copy here.
+    if minibatch_size is None or minibatch_size >= len(actions):
+        # One optimizer step on the whole batch: what fit(..., batch_size=len(actions), epochs=1)
+        # does, without building a dataset pipeline, which would cost as much as the step itself.
+        # tests/test_trick.py checks that both give the same weights.
+        return float(model.train_on_batch(observations, targets, sample_weight=weights))
     history = model.fit(
-        observations.astype(np.float32, copy=False),
+        observations,
         targets,
         sample_weight=weights,
-        batch_size=minibatch_size or len(actions),  # Keras would silently use 32
+        batch_size=minibatch_size,  # Keras would silently use 32
         epochs=1,
         shuffle=False,
         verbose=0,
@@ -196,6 +203,7 @@ def train(
                 loss = update_policy(
                     model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
                 )
+                sampler.refresh()
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"update {update + 1}: the loss is {loss}; lower train.learning_rate "

@@ -75,3 +75,29 @@ def test_gaussian_sampler_draws_around_the_mean_with_sigma():
     assert actions.dtype == np.float32 and actions.shape == (20000,)
     assert abs(actions.mean() + 1.0) < 0.02 and abs(actions.std() - 0.5) < 0.02
     np.testing.assert_allclose(sampler.sample(states[:3], greedy=True), -1.0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear_gaussian"])
+def test_numpy_forward_matches_the_keras_model_and_follows_updates(kind):
+    model = build_policy(
+        ModelConfig(kind=kind, hidden_units=[16, 8]), TrainConfig(), (50,), 1 if kind != "mlp" else 3
+    )
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    observations = rng.integers(-1, 2, size=(8, 50)).astype(np.int8)
+    sampler = make_sampler(model, ModelConfig(kind=kind), rng)
+    assert sampler.forward is not None  # the fast path is taken
+    keras_outputs = model.predict_on_batch(observations.astype(np.float32))
+    np.testing.assert_allclose(sampler.outputs(observations), keras_outputs, rtol=1e-5, atol=1e-6)
+
+    model.set_weights([w + 1.0 for w in model.get_weights()])
+    sampler.refresh()
+    keras_outputs = model.predict_on_batch(observations.astype(np.float32))
+    np.testing.assert_allclose(sampler.outputs(observations), keras_outputs, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_and_tabular_policies_use_keras_inference():
+    conv = build_policy(ModelConfig(kind="conv"), TrainConfig(), (80, 80), 2)
+    tabular = build_policy(ModelConfig(kind="tabular_softmax"), TrainConfig(), (16,), 4)
+    for model in (conv, tabular):
+        assert ActionSampler(model, np.random.default_rng(0)).forward is None

@@ -127,3 +127,27 @@ def test_fit_step_raises_the_probability_of_actions_with_positive_advantage():
     after = model.predict_on_batch(observations)
     assert after[0, 0] > before[0, 0]
     assert after[1, 2] < before[1, 2]
+
+
+def test_whole_batch_update_equals_fit_with_the_whole_batch():
+    """update_policy's one-step shortcut (train_on_batch) moves the weights exactly as fit does."""
+    rng = np.random.default_rng(5)
+    observations, actions, advantages = random_batch(rng, 12, 6, 3, values=np.array([-1, 0, 1]))
+    observations = observations.astype(np.int8)  # Pong's compact dtype goes in as it is
+    by_update, by_fit = small_policy(3, learning_rate=0.05), small_policy(3, learning_rate=0.05)
+    by_fit.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    by_update.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    for _ in range(3):  # Adam's state must advance the same way too
+        update_policy(by_update, observations, actions, advantages)
+        by_fit.fit(observations.astype(np.float32), keras.utils.to_categorical(actions, 3),
+                   sample_weight=advantages, batch_size=12, epochs=1, shuffle=False, verbose=0)  # fmt: skip
+    for a, b in zip(by_update.get_weights(), by_fit.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_minibatches_take_one_optimizer_step_each():
+    rng = np.random.default_rng(6)
+    observations, actions, advantages = random_batch(rng, 12, 6, 3)
+    model = small_policy(4)
+    update_policy(model, observations, actions, advantages, minibatch_size=4)
+    assert int(model.optimizer.iterations.numpy()) == 3
