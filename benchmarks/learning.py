@@ -1,7 +1,7 @@
 """How soon does the agent beat Pong's AI? Train (or read finished runs) and print when the running
 reward first crosses each threshold, in wall time and agent steps.
 
-    python benchmarks/learning.py --config configs/pong.yaml --seeds 0 1 2 --max-steps 3000000
+    python benchmarks/learning.py --config configs/pong.yaml --seeds 0 1 2   # stops each at +20
     python benchmarks/learning.py --runs runs/pong-seed0 runs/pong-seed1   # summarise finished runs
 """
 
@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default="configs/pong.yaml")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
-    parser.add_argument("--max-steps", type=int, default=3_000_000)
+    parser.add_argument("--max-steps", type=int, default=4_000_000)
+    parser.add_argument(
+        "--stop-at", type=float, default=20.0, help="stop a run once its running reward reaches this"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("runs/learning"))
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)
@@ -55,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             run_dir = args.out_dir / f"{Path(args.config).stem}-seed{seed}"
             config = load_config(args.config, [f"seed={seed}", f"train.max_steps={args.max_steps}"])
-            train(config, run_dir, resume=(run_dir / "config.yaml").exists())
+            train(
+                config,
+                run_dir,
+                resume=(run_dir / "config.yaml").exists(),
+                on_update=lambda row, model: row.running_reward >= args.stop_at,
+            )
             run_dirs.append(run_dir)
 
     table = {str(run): crossings(run / "metrics.csv") for run in run_dirs}

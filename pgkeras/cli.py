@@ -18,14 +18,15 @@ EXIT_INTERRUPTED = 130
 
 
 def quiet_tensorflow() -> None:
-    """Imports TensorFlow (when it is the Keras backend) without its C++ start-up notices.
+    """Imports TensorFlow (when installed) without its C++ start-up notices.
 
     TensorFlow writes several lines to stderr on import (CPU features, CUDA probing) before its
     log settings apply, which would bury our one-line errors. They go to /dev/null during the
     import only; Python errors still surface. Set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's logs.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+    # Even with KERAS_BACKEND=jax, TensorBoard's event writer imports TensorFlow when it is installed.
+    if "tensorflow" in sys.modules:
         return
     import importlib.util
 

@@ -109,7 +109,7 @@ def train(
     run_dir: Path,
     resume: bool = False,
     progress: ProgressLine | None = None,
-    on_update: Callable[[MetricsRow, keras.Model], None] | None = None,
+    on_update: Callable[[MetricsRow, keras.Model], bool | None] | None = None,
 ) -> TrainResult:
     """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
 
@@ -124,7 +124,8 @@ def train(
         resume: continue from the newest checkpoint in `run_dir`.
         progress: where the progress line goes; None for stdout.
         on_update: called after each update with its metrics row and the model (to record weights,
-            say); it must not change the model.
+            say); it must not change the model. If it returns True, training stops there, with a
+            checkpoint, as if `train.max_steps` had been reached.
 
     Returns:
         A `TrainResult` with the final counters.
@@ -252,8 +253,8 @@ def train(
                 )
                 logger.log(row)
                 progress.show(row, train_config.max_steps, gain_report() if gain_report else "")
-                if on_update is not None:
-                    on_update(row, model)
+                if on_update is not None and on_update(row, model):
+                    break
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
         except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands

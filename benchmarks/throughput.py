@@ -1,0 +1,241 @@
+"""How fast does training play Pong? Agent steps and emulator frames per second of four loops,
+measured one after another in the same process, with the same game settings (frame skip 4, no
+sticky actions, actions UP/DOWN):
+
+1. ceiling: ale-py's vector env alone, random actions, no preprocessing, no network;
+2. pgkeras: the real trainer (collection + model updates), steady state, first update excluded;
+3. numpy reference: Karpathy's pg-pong.py algorithm from scratch, one game, a numpy forward pass
+   per step, a manual backward pass per episode and RMSprop every 10 episodes;
+4. naive Keras: the same single-game loop with a Keras model and `model.predict` per step.
+
+    python benchmarks/throughput.py --seconds 30
+    python benchmarks/throughput.py --seconds 30 --num-envs 16 --json > throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pgkeras.cli import quiet_tensorflow
+
+FRAME_SKIP = 4
+PONG_UP, PONG_DOWN = 2, 3  # ALE action ids (RIGHT, LEFT) that move the paddle up and down
+
+
+def ceiling(seconds: float, num_envs: int) -> float:
+    """Agent steps per second of ale-py's vector env alone, with random actions."""
+    from ale_py.vector_env import AtariVectorEnv
+    from gymnasium.vector import AutoresetMode
+
+    env = AtariVectorEnv(
+        "pong", num_envs, frameskip=FRAME_SKIP, repeat_action_probability=0.0,
+        img_height=210, img_width=160, grayscale=True, stack_num=1, maxpool=False, noop_max=0,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(rng.choice(np.array([PONG_UP, PONG_DOWN]), size=num_envs))
+        steps += num_envs
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def pgkeras_trainer(seconds: float, num_envs: int, config_path: str) -> float:
+    """Agent steps per second of `pgkeras.train.train` after its first update (checkpoints included)."""
+    from pgkeras.config import load_config
+    from pgkeras.metrics import ProgressLine, read_metrics
+    from pgkeras.train import train
+
+    config = load_config(config_path, [f"env.num_envs={num_envs}", "train.max_steps=null"])
+    if num_envs % config.env.num_groups:
+        config.env.num_groups = 1
+    with tempfile.TemporaryDirectory() as folder, open("/dev/null", "w") as quiet:
+        run_dir = Path(folder) / "run"
+        train(
+            config,
+            run_dir,
+            progress=ProgressLine(stream=quiet),
+            on_update=lambda row, model: row.wall_time > seconds and row.update >= 3,
+        )
+        rows = read_metrics(run_dir / "metrics.csv")
+    first, last = rows[0], rows[-1]
+    return (last["env_steps"] - first["env_steps"]) / (last["wall_time"] - first["wall_time"])
+
+
+def karpathy_prepro(frame: np.ndarray) -> np.ndarray:
+    """Karpathy's prepro: crop, downsample by 2, erase the background, binarise; float 6400 vector."""
+    frame = frame[35:195][::2, ::2, 0].copy()
+    frame[frame == 144] = 0
+    frame[frame == 109] = 0
+    frame[frame != 0] = 1
+    return frame.astype(np.float64).ravel()
+
+
+def discount_rewards(rewards: np.ndarray, gamma: float = 0.99) -> np.ndarray:
+    """Karpathy's discount_rewards, with the sum reset at each point."""
+    discounted = np.zeros_like(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        if rewards[t] != 0:
+            running = 0.0
+        running = running * gamma + rewards[t]
+        discounted[t] = running
+    return discounted
+
+
+def numpy_reference(seconds: float) -> float:
+    """Agent steps per second of Karpathy's pg-pong.py algorithm: one game, numpy, per-step forward."""
+    import gymnasium as gym
+
+    gym.register_envs(__import__("ale_py"))
+    env = gym.make("ALE/Pong-v5", frameskip=FRAME_SKIP, repeat_action_probability=0.0)
+    rng = np.random.default_rng(0)
+    hidden, size, learning_rate, decay, batch_size = 200, 6400, 1e-4, 0.99, 10
+    model = {
+        "W1": rng.normal(size=(hidden, size)) / np.sqrt(size),
+        "W2": rng.normal(size=hidden) / np.sqrt(hidden),
+    }
+    gradient_buffer = {k: np.zeros_like(v) for k, v in model.items()}
+    rmsprop_cache = {k: np.zeros_like(v) for k, v in model.items()}
+
+    observation, _ = env.reset(seed=0)
+    previous = None
+    xs, hs, dlogps, rewards = [], [], [], []
+    episodes, steps, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        current = karpathy_prepro(observation)
+        x = current - previous if previous is not None else np.zeros(size)
+        previous = current
+        h = np.maximum(model["W1"] @ x, 0.0)
+        probability_up = 1.0 / (1.0 + np.exp(-(model["W2"] @ h)))
+        action = PONG_UP if rng.random() < probability_up else PONG_DOWN
+        xs.append(x)
+        hs.append(h)
+        dlogps.append((1.0 if action == PONG_UP else 0.0) - probability_up)
+        observation, reward, terminated, truncated, _ = env.step(
+            action
+        )  # indices into the minimal action set, as in pg-pong.py
+        rewards.append(reward)
+        steps += 1
+        if terminated or truncated:
+            episodes += 1
+            epx, eph, epr = np.vstack(xs), np.vstack(hs), np.array(rewards)
+            advantages = discount_rewards(epr)
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            epdlogp = np.array(dlogps)[:, None] * advantages[:, None]
+            grad_w2 = eph.T @ epdlogp[:, 0]
+            dh = np.outer(epdlogp[:, 0], model["W2"])
+            dh[eph <= 0] = 0
+            gradient_buffer["W1"] += dh.T @ epx
+            gradient_buffer["W2"] += grad_w2
+            if episodes % batch_size == 0:
+                for key, weight in model.items():
+                    g = gradient_buffer[key]
+                    rmsprop_cache[key] = decay * rmsprop_cache[key] + (1 - decay) * g**2
+                    weight += learning_rate * g / (np.sqrt(rmsprop_cache[key]) + 1e-5)
+                    gradient_buffer[key] = np.zeros_like(weight)
+            xs, hs, dlogps, rewards = [], [], [], []
+            observation, _ = env.reset()
+            previous = None
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def naive_keras(seconds: float) -> float:
+    """Agent steps per second of the tutorial loop: one game, `model.predict` per step, `fit` per episode."""
+    import gymnasium as gym
+    import keras
+
+    gym.register_envs(__import__("ale_py"))
+    env = gym.make("ALE/Pong-v5", frameskip=FRAME_SKIP, repeat_action_probability=0.0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6400,)),
+            keras.layers.Dense(200, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    observation, _ = env.reset(seed=0)
+    previous = None
+    xs, actions, rewards = [], [], []
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        current = karpathy_prepro(observation)
+        x = current - previous if previous is not None else np.zeros(6400)
+        previous = current
+        probabilities = model.predict(x[None], verbose=0)[0]
+        action = int(rng.random() >= probabilities[0])  # 0: UP, 1: DOWN
+        observation, reward, terminated, truncated, _ = env.step(PONG_UP + action)
+        xs.append(x)
+        actions.append(action)
+        rewards.append(reward)
+        steps += 1
+        if terminated or truncated:
+            advantages = discount_rewards(np.array(rewards))
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            model.fit(np.array(xs), np.eye(2)[actions], sample_weight=advantages, verbose=0)
+            xs, actions, rewards = [], [], []
+            observation, _ = env.reset()
+            previous = None
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="measuring time of each loop")
+    parser.add_argument("--num-envs", type=int, default=8, help="games of the ceiling and pgkeras loops")
+    parser.add_argument("--config", default="configs/pong.yaml", help="config of the pgkeras loop")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument(
+        "--skip-naive", action="store_true", help="leave out the naive Keras loop (it only runs ~15 steps/s)"
+    )
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+
+    results = {"ceiling": ceiling(args.seconds, args.num_envs)}
+    results["pgkeras"] = pgkeras_trainer(args.seconds, args.num_envs, args.config)
+    peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["numpy_reference"] = numpy_reference(args.seconds)
+    if not args.skip_naive:
+        results["naive_keras"] = naive_keras(args.seconds)
+    report = {
+        "num_envs": args.num_envs,
+        "seconds": args.seconds,
+        "frame_skip": FRAME_SKIP,
+        "agent_steps_per_second": results,
+        "emulator_frames_per_second": {name: rate * FRAME_SKIP for name, rate in results.items()},
+        "pgkeras_over_ceiling": results["pgkeras"] / results["ceiling"],
+        "pgkeras_over_reference": results["pgkeras"] / results["numpy_reference"],
+        "peak_memory_mb_through_pgkeras": peak_memory_mb,
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{'loop':<16} {'agent steps/s':>14} {'frames/s':>10}")
+    for name, rate in results.items():
+        print(f"{name:<16} {rate:>14,.0f} {rate * FRAME_SKIP:>10,.0f}")
+    print(f"pgkeras / ceiling:   {report['pgkeras_over_ceiling']:.0%}")
+    print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
+    print(f"peak memory up to the end of the pgkeras loop: {peak_memory_mb:,.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
