@@ -7,13 +7,17 @@ Layout inside a run folder:
     checkpoints/update-00000040/      one folder per checkpoint, the last KEEP_CHECKPOINTS kept
         model.keras                   model + optimizer state
         state.json                    counters, running reward, action-sampler RNG state
+        manifest.json                 SHA-256 and size of the two files above
 
-Each checkpoint folder is written under a temporary name and renamed into place, so a crash during
-a save never leaves a half-written checkpoint where resume would find it. No pickle anywhere.
+Each checkpoint folder is written under a temporary name, fsynced and renamed into place, so a
+crash during a save never leaves a half-written checkpoint where resume would find it. Resume
+checks the manifest and falls back to an older checkpoint if the newest does not match (a disk
+fault, a copy cut short). No pickle anywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +28,8 @@ import keras
 
 KEEP_CHECKPOINTS = 3
 CHECKPOINT_PREFIX = "update-"
+CHECKPOINT_FILES = ("model.keras", "state.json")
+MANIFEST = "manifest.json"
 
 
 class TrainingState(NamedTuple):
@@ -58,6 +64,7 @@ def save_checkpoint(run_dir: Path, model: keras.Model, state: TrainingState) -> 
     temporary.mkdir()
     model.save(temporary / "model.keras")
     _write_json(temporary / "state.json", state._asdict())
+    _write_json(temporary / MANIFEST, {name: _fingerprint(temporary / name) for name in CHECKPOINT_FILES})
     _fsync_dir(temporary)
     if final.exists():
         shutil.rmtree(final)
@@ -95,6 +102,7 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[keras.Model, TrainingState]:
     problems = []
     for folder in list_checkpoints(run_dir):
         try:
+            verify_checkpoint(folder)
             state = TrainingState(**json.loads((folder / "state.json").read_text()))
             model = load_policy(folder / "model.keras", compile=True)
             return model, state
@@ -102,6 +110,23 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[keras.Model, TrainingState]:
             problems.append(f"{folder.name}: {error}")
     detail = f" ({'; '.join(problems)})" if problems else ""
     raise FileNotFoundError(f"{run_dir}: no readable checkpoint to resume from{detail}")
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Checks a checkpoint's files against its manifest.
+
+    Raises:
+        ValueError: a file is missing, or its size or SHA-256 differs from the manifest's.
+    """
+    manifest_path = Path(folder) / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"{MANIFEST} is missing")
+    manifest = json.loads(manifest_path.read_text())
+    for name in CHECKPOINT_FILES:
+        if not (Path(folder) / name).is_file():
+            raise ValueError(f"{name} is missing")
+        if _fingerprint(Path(folder) / name) != manifest.get(name):
+            raise ValueError(f"{name} does not match its hash in {MANIFEST}")
 
 
 def load_policy(path: Path, compile: bool = False) -> keras.Model:
@@ -122,6 +147,14 @@ def load_policy(path: Path, compile: bool = False) -> keras.Model:
     except Exception as error:  # Keras raises many types for bad archives; report one line.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path}: cannot load a Keras model safely: {reason}") from None
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

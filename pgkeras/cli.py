@@ -43,6 +43,18 @@ def quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+def _unwritable_reason(run_dir: Path) -> str | None:
+    """Why a run folder could not be made at `run_dir`, found before anything is written; else None."""
+    parent = run_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
@@ -99,6 +111,9 @@ def train_main(
             run_dir = args.run_dir or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             if (run_dir / "config.yaml").exists():
                 return _fail(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
+            unwritable = _unwritable_reason(run_dir)
+            if unwritable:
+                return _fail(f"{run_dir}: cannot create the run folder: {unwritable}; use another --run-dir")
     except ConfigError as error:
         return _fail(str(error))
 
@@ -109,8 +124,13 @@ def train_main(
     print(f"run folder: {run_dir}")
     try:
         result = train(config, run_dir, resume=args.resume is not None)
-    except (FileNotFoundError, ModelFileError) as error:
+    except (FileNotFoundError, ModelFileError, ConfigError) as error:
         return _fail(str(error))
+    except OSError as error:  # a full disk or a lost folder while saving
+        return _fail(
+            f"{run_dir}: cannot write: {error.strerror or error}; the last complete checkpoint is kept, "
+            f"resume with --resume {run_dir} once there is room"
+        )
     except KeyboardInterrupt:
         print(f"\nstopped at once; resume from the last checkpoint with: --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -214,8 +214,47 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: Path) -> None:
-    """Writes the resolved config as YAML."""
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Writes the resolved config as YAML, through a temporary file and a rename."""
+    temporary = path.with_name(f".tmp-{path.name}")
+    temporary.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    temporary.replace(path)
+
+
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.checkpoint_every",
+    "train.log_every",
+    "eval.every_updates",
+    "eval.episodes",
+    "eval.greedy",
+    "env.num_threads",
+)
+"""Settings a resumed run may change: they affect neither the model nor the data it learns from."""
+
+
+def check_resume_changes(saved: Config, config: Config, source: str) -> None:
+    """Refuses to resume a run with settings that would break it (model shape, game, optimizer...).
+
+    Raises:
+        ConfigError: naming the first changed key that is not in `RESUMABLE_CHANGES`.
+    """
+    before, after = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
+    for key in before:
+        if before[key] != after[key] and key not in RESUMABLE_CHANGES:
+            raise ConfigError(
+                f"{source}: cannot resume with {key} changed from {before[key]!r} to {after[key]!r}; "
+                f"a resumed run may change only {', '.join(RESUMABLE_CHANGES)}; start a new run instead"
+            )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -149,6 +149,25 @@ class RolloutCollector:
         self._complete[segment_end] = self._length[segment_end]
         self._current[rows] = result.observations
 
+    def restart(self, seed: int | None) -> None:
+        """Drops every unfinished segment and episode and starts all games anew from `seed`.
+
+        The trainer calls this at each periodic checkpoint, so that a run resumed from that
+        checkpoint (where the games must restart: emulator state is not saved) continues exactly
+        as the uninterrupted run does.
+        """
+        for group, sent in enumerate(self._sent_actions):
+            if sent is not None:
+                self.env.recv(group)  # let the step in flight finish; its result is dropped
+        self._sent_actions = [None] * len(self._sent_actions)
+        self._next_group = 0
+        self._length[:] = 0
+        self._complete[:] = 0
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._finished_returns, self._finished_lengths = [], []
+        self._current = self.env.reset(seed=seed)
+
     def _batch_ready(self) -> bool:
         if self.episodes_per_update is not None:
             return len(self._finished_returns) >= self.episodes_per_update

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import yaml
 
 from pgkeras.checkpoints import (
     TrainingState,
@@ -23,7 +24,7 @@ from pgkeras.checkpoints import (
     save_checkpoint,
     save_model_atomically,
 )
-from pgkeras.config import Config, save_config
+from pgkeras.config import Config, check_resume_changes, config_from_dict, save_config
 from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
@@ -131,12 +132,17 @@ def train(
         A `TrainResult` with the final counters.
     """
     run_dir = Path(run_dir)
+    if resume:
+        saved_path = run_dir / "config.yaml"
+        saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
+        check_resume_changes(saved, config, str(saved_path))
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train
     env = make_env(config)
     if resume:
         model, state = load_latest_checkpoint(run_dir)
+        save_config(config, run_dir / "config.yaml")  # with any allowed change, e.g. a new max_steps
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
     else:
@@ -145,16 +151,16 @@ def train(
         model = build_policy(config.model, train_config, env.observation_shape, env.num_actions)
         rng = np.random.default_rng(config.seed)
         state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
-    # Games restart on resume (emulator state is not saved); seed them by update so that a resumed
-    # run is as repeatable as a fresh one.
-    env_seed = int(np.random.SeedSequence([config.seed, state.update]).generate_state(1)[0] % 2**31)
+    # Emulator state is not saved, so games restart on resume. They also restart after every
+    # periodic checkpoint of an uninterrupted run, seeded by the update, so that resuming from such
+    # a checkpoint continues exactly as the run would have.
     collector = RolloutCollector(
         env,
         gamma=train_config.gamma,
         reset_on_reward=train_config.reset_on_reward,
         episodes_per_update=train_config.episodes_per_update,
         samples_per_update=train_config.samples_per_update,
-        seed=env_seed,
+        seed=_games_seed(config.seed, state.update),
     )
     gain_report = _lqr_gain_report(env, model, train_config.gamma)
     if gain_report is not None:
@@ -257,6 +263,7 @@ def train(
                     break
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
+                    collector.restart(_games_seed(config.seed, update))
         except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
             progress.finish()
             logger.close()
@@ -274,6 +281,11 @@ def train(
     if eval_env is not None:
         eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+
+
+def _games_seed(seed: int, update: int) -> int:
+    """Seed of the games that start after `update` updates."""
+    return int(np.random.SeedSequence([seed, update]).generate_state(1)[0] % 2**31)
 
 
 def _lqr_gain_report(env, model: keras.Model, gamma: float) -> Callable[[], str] | None:

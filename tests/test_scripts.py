@@ -2,7 +2,9 @@
 
 import json
 import os
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -89,3 +91,77 @@ def test_training_runs_on_the_jax_backend(tmp_path):
     assert len(rows) >= 2 and all(np.isfinite(row["loss"]) for row in rows)
     newest = sorted((run_dir / "checkpoints").iterdir())[-1]
     assert json.loads((newest / "state.json").read_text())["update"] == len(rows)
+
+
+def start_training(run_dir, *extra):
+    settings = ["env.num_envs=4", "train.samples_per_update=1000", "model.hidden_units=[16]",
+                "train.checkpoint_every=2"]  # fmt: skip
+    overrides = [word for setting in settings for word in ("--set", setting)]
+    return subprocess.Popen(
+        [PYTHON, SCRIPTS / "train_pong.py", *overrides, "--run-dir", run_dir, *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_rows(run_dir, count, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = run_dir / "metrics.csv"
+        if metrics.is_file() and len(read_metrics(metrics)) >= count:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} metrics rows within {timeout} s")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_the_update_with_a_checkpoint_and_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir)
+    wait_for_rows(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"--resume {run_dir}" in stdout
+    rows = read_metrics(run_dir / "metrics.csv")
+    newest = sorted((run_dir / "checkpoints").iterdir())[-1]
+    assert json.loads((newest / "state.json").read_text())["update"] == len(rows)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_loses_and_duplicates_no_rows(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir)
+    wait_for_rows(run_dir, 3, process)
+    process.kill()  # SIGKILL: no handler runs
+    process.communicate(timeout=60)
+    killed_rows = len(read_metrics(run_dir / "metrics.csv"))
+
+    result = run(SCRIPTS / "train_pong.py", "--resume", run_dir, "--set", "train.max_steps=12000")
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [row["update"] for row in rows] == list(range(1, len(rows) + 1))
+    assert len(rows) > killed_rows and rows[-1]["env_steps"] >= 12000
+    steps = [row["env_steps"] for row in rows]
+    assert steps == sorted(steps)
+
+
+def test_resume_with_a_changed_game_is_refused_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(SCRIPTS / "train.py", "--config", "configs/cartpole.yaml", "--set", "train.max_steps=200",
+               "--run-dir", run_dir).returncode == 0  # fmt: skip
+    before = (run_dir / "metrics.csv").read_text()
+    result = run(SCRIPTS / "train.py", "--resume", run_dir, "--set", "env.id=Acrobot-v1")
+    assert result.returncode == 2
+    assert "cannot resume with env.id changed from 'CartPole-v1' to 'Acrobot-v1'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (run_dir / "metrics.csv").read_text() == before
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run(SCRIPTS / "train.py", "--config", "configs/cartpole.yaml", "--run-dir", blocker / "run")
+    assert result.returncode == 2
+    assert "cannot create the run folder" in result.stderr and "is a file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from pgkeras.config import load_config
+from pgkeras.config import ConfigError, load_config
 from pgkeras.envs import make_env
 from pgkeras.metrics import COLUMNS, read_metrics
 from pgkeras.play import evaluate
@@ -89,3 +89,40 @@ def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
     np.testing.assert_array_equal(thetas[-1], theta)
     # It started at zero, 100% off.
     assert np.linalg.norm(thetas[0] - optimal) > 0.5 * np.linalg.norm(optimal)
+
+
+def timing_free(rows):
+    return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
+
+
+def stop_at(update):
+    return lambda row, model: row.update >= update
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_and_resume_is_exact(tmp_path):
+    """Determinism, and exact resume: stopping at a periodic checkpoint and resuming gives the
+    same weights and rows as never stopping (the games restart at every periodic checkpoint)."""
+    overrides = [*TINY_PONG, "train.max_steps=null", "train.checkpoint_every=2"]
+    config = load_config(CONFIGS / "pong.yaml", overrides)
+    train(config, tmp_path / "first", on_update=stop_at(4))
+    train(config, tmp_path / "second", on_update=stop_at(4))
+    first = read_metrics(tmp_path / "first" / "metrics.csv")
+    assert len(first) == 4
+    assert timing_free(first) == timing_free(read_metrics(tmp_path / "second" / "metrics.csv"))
+
+    train(config, tmp_path / "resumed", on_update=stop_at(2))
+    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(4))
+    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
+    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
+    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_refuses_a_changed_model(tmp_path):
+    config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=200"])
+    train(config, tmp_path / "run")
+    config.model.hidden_units = [64]
+    with pytest.raises(ConfigError, match="cannot resume with model.hidden_units changed from"):
+        train(config, tmp_path / "run", resume=True)

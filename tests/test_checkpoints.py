@@ -1,0 +1,69 @@
+"""Checkpoints: the manifest catches damaged files, and resume falls back to the newest good one."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pgkeras.checkpoints import (
+    TrainingState,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from pgkeras.config import ModelConfig, TrainConfig
+from pgkeras.policies import build_policy
+
+
+def state(update):
+    return TrainingState(update, 100 * update, update, -20.0 + update, None, 1.0 * update,
+                         np.random.default_rng(update).bit_generator.state)  # fmt: skip
+
+
+@pytest.fixture
+def run_with_three_checkpoints(tmp_path):
+    model = build_policy(ModelConfig(hidden_units=[4]), TrainConfig(), (6,), 2)
+    for update in (1, 2, 3):
+        model.set_weights([np.full(w.shape, update, np.float32) for w in model.get_weights()])
+        save_checkpoint(tmp_path, model, state(update))
+    return tmp_path
+
+
+def test_checkpoints_carry_a_manifest_of_hashes(run_with_three_checkpoints):
+    newest = list_checkpoints(run_with_three_checkpoints)[0]
+    manifest = json.loads((newest / "manifest.json").read_text())
+    assert set(manifest) == {"model.keras", "state.json"}
+    assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest.values())
+    verify_checkpoint(newest)
+
+
+@pytest.mark.parametrize("damage", ["truncate_model", "edit_state", "drop_manifest"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(run_with_three_checkpoints, damage):
+    newest = list_checkpoints(run_with_three_checkpoints)[0]
+    if damage == "truncate_model":
+        data = (newest / "model.keras").read_bytes()
+        (newest / "model.keras").write_bytes(data[: len(data) // 2])
+    elif damage == "edit_state":
+        text = (newest / "state.json").read_text().replace('"update": 3', '"update": 7')
+        (newest / "state.json").write_text(text)
+    else:
+        (newest / "manifest.json").unlink()
+    with pytest.raises(ValueError):
+        verify_checkpoint(newest)
+
+    model, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    assert restored.update == 2
+    assert np.all(model.get_weights()[0] == 2.0)
+
+
+def test_an_unfinished_save_is_ignored(run_with_three_checkpoints):
+    # A kill during a save leaves the temporary folder behind; it never counts as a checkpoint.
+    (run_with_three_checkpoints / "checkpoints" / ".tmp-update-00000004").mkdir()
+    _, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    assert restored.update == 3
+
+
+def test_no_good_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint"):
+        load_latest_checkpoint(tmp_path)
