@@ -142,6 +142,9 @@ def load_policy(path: Path, compile: bool = False) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
+    if path.suffix != ".keras":
+        # Keras ignores safe_mode for the legacy HDF5 format (CVE-2025-9905), so only .keras loads.
+        raise ModelFileError(f"{path}: expected a native .keras model file, got {path.suffix or 'no suffix'}")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for bad archives; report one line.

@@ -15,6 +15,7 @@ from pgkeras.config import ConfigError, apply_overrides, config_from_dict, load_
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_DIVERGED = 1  # training failed (non-finite loss); the run folder is intact
 
 
 def quiet_tensorflow() -> None:
@@ -126,6 +127,9 @@ def train_main(
         result = train(config, run_dir, resume=args.resume is not None)
     except (FileNotFoundError, ModelFileError, ConfigError) as error:
         return _fail(str(error))
+    except FloatingPointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
     except OSError as error:  # a full disk or a lost folder while saving
         return _fail(
             f"{run_dir}: cannot write: {error.strerror or error}; the last complete checkpoint is kept, "

@@ -221,6 +221,7 @@ def save_config(config: Config, path: Path) -> None:
 
 
 RESUMABLE_CHANGES = (
+    "train.learning_rate",
     "train.max_steps",
     "train.checkpoint_every",
     "train.log_every",
@@ -229,7 +230,8 @@ RESUMABLE_CHANGES = (
     "eval.greedy",
     "env.num_threads",
 )
-"""Settings a resumed run may change: they affect neither the model nor the data it learns from."""
+"""Settings a resumed run may change: the learning rate (to recover from a divergence), and settings
+that affect neither the model nor the data it learns from."""
 
 
 def check_resume_changes(saved: Config, config: Config, source: str) -> None:

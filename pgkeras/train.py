@@ -142,6 +142,7 @@ def train(
     env = make_env(config)
     if resume:
         model, state = load_latest_checkpoint(run_dir)
+        model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
         save_config(config, run_dir / "config.yaml")  # with any allowed change, e.g. a new max_steps
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
@@ -211,10 +212,13 @@ def train(
                     model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
                 )
                 sampler.refresh()
-                if not math.isfinite(loss):
+                if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
+                    # model.keras and the checkpoints still hold the last good weights.
+                    lower = train_config.learning_rate / 10
                     raise FloatingPointError(
-                        f"update {update + 1}: the loss is {loss}; lower train.learning_rate "
-                        f"(now {train_config.learning_rate}) and resume from the last checkpoint"
+                        f"update {update + 1}: the loss or the weights are no longer finite (loss {loss}); "
+                        f"resume from the last checkpoint with a lower learning rate: "
+                        f"--resume {run_dir} --set train.learning_rate={lower:g}"
                     )
                 update += 1
                 env_steps += batch.num_env_steps

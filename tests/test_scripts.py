@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import keras
 import numpy as np
 import pytest
 from conftest import PYTHON, REPO, SCRIPTS
@@ -165,3 +166,23 @@ def test_unwritable_run_folder_fails_before_training(tmp_path):
     assert result.returncode == 2
     assert "cannot create the run folder" in result.stderr and "is a file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_divergence_stops_with_the_update_and_a_resume_command_keeping_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run(SCRIPTS / "train.py", "--config", "configs/cartpole.yaml", "--set", "train.max_steps=300",
+                "--set", "train.checkpoint_every=1", "--run-dir", run_dir)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    good = sorted((run_dir / "checkpoints").iterdir())
+
+    # Adam at this rate moves every weight by about 1e38 in one step: the logits overflow.
+    result = run(SCRIPTS / "train.py", "--resume", run_dir, "--set", "train.learning_rate=1e38",
+                 "--set", "train.max_steps=100000")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: update {len(good) + 1}: ") and "no longer finite" in message
+    assert f"--resume {run_dir} --set train.learning_rate=1e+37" in message
+    assert "Traceback" not in result.stderr
+    assert sorted((run_dir / "checkpoints").iterdir()) == good
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
