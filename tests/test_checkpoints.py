@@ -24,6 +24,7 @@ def state(update):
 @pytest.fixture
 def run_with_three_checkpoints(tmp_path):
     model = build_policy(ModelConfig(hidden_units=[4]), TrainConfig(), (6,), 2)
+    model.optimizer.build(model.trainable_variables)  # as after training: its state is saved too
     for update in (1, 2, 3):
         model.set_weights([np.full(w.shape, update, np.float32) for w in model.get_weights()])
         save_checkpoint(tmp_path, model, state(update))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import PYTHON, REPO, SCRIPTS
 
+from pgkeras.checkpoints import verify_checkpoint
 from pgkeras.metrics import read_metrics
 
 
@@ -176,14 +177,17 @@ def test_divergence_stops_with_the_update_and_a_resume_command_keeping_the_check
     good = sorted((run_dir / "checkpoints").iterdir())
     last_update = json.loads((good[-1] / "state.json").read_text())["update"]
 
-    # Adam at this rate moves every weight by about 1e38 in one step: the logits overflow.
+    # Adam at this rate moves every weight by about 1e38 per step: within two steps the logits overflow.
     result = run(SCRIPTS / "train.py", "--resume", run_dir, "--set", "train.learning_rate=1e38",
                  "--set", "train.max_steps=100000")  # fmt: skip
     assert result.returncode == 1, result.stderr
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"error: update {last_update + 1}: ") and "no longer finite" in message
+    failed_update = int(message.removeprefix("error: update ").split(":")[0])
+    assert failed_update > last_update and "no longer finite" in message
     assert f"--resume {run_dir} --set train.learning_rate=1e+37" in message
     assert "Traceback" not in result.stderr
-    assert sorted((run_dir / "checkpoints").iterdir()) == good
+    newest = sorted((run_dir / "checkpoints").iterdir())[-1]
+    verify_checkpoint(newest)  # the last checkpoint before the failure is whole
+    assert json.loads((newest / "state.json").read_text())["update"] == failed_update - 1
     model = keras.models.load_model(run_dir / "model.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
