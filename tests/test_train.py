@@ -126,3 +126,30 @@ def test_resume_refuses_a_changed_model(tmp_path):
     config.model.hidden_units = [64]
     with pytest.raises(ConfigError, match="cannot resume with model.hidden_units changed from"):
         train(config, tmp_path / "run", resume=True)
+
+
+def test_a_full_disk_at_save_time_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import pgkeras.train
+    from pgkeras.checkpoints import list_checkpoints, verify_checkpoint
+    from pgkeras.cli import train_main
+
+    real_save = pgkeras.train.save_checkpoint
+    saves = []
+
+    def save_until_the_disk_fills(run_dir, model, state):
+        saves.append(state.update)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(run_dir, model, state)
+
+    monkeypatch.setattr(pgkeras.train, "save_checkpoint", save_until_the_disk_fills)
+    run_dir = tmp_path / "run"
+    code = train_main(["--config", str(CONFIGS / "cartpole.yaml"), "--set", "train.checkpoint_every=1",
+                       "--set", "train.max_steps=2000", "--run-dir", str(run_dir)])  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1
+    assert "cannot write: No space left on device; the last complete checkpoint is kept" in error[0]
+    (kept,) = list_checkpoints(run_dir)
+    verify_checkpoint(kept)
