@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default="configs/pong.yaml")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a setting of the config, as in the training scripts",
+    )  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=4_000_000)
     parser.add_argument(
         "--stop-at", type=float, default=20.0, help="stop a run once its running reward reaches this"
@@ -57,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = []
         for seed in args.seeds:
             run_dir = args.out_dir / f"{Path(args.config).stem}-seed{seed}"
-            config = load_config(args.config, [f"seed={seed}", f"train.max_steps={args.max_steps}"])
+            config = load_config(
+                args.config, [*args.overrides, f"seed={seed}", f"train.max_steps={args.max_steps}"]
+            )
             train(
                 config,
                 run_dir,
