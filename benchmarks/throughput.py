@@ -31,20 +31,20 @@ PONG_UP, PONG_DOWN = 2, 3  # ALE action ids (RIGHT, LEFT) that move the paddle u
 
 
 def ceiling(seconds: float, num_envs: int) -> float:
-    """Agent steps per second of ale-py's vector env alone, with random actions."""
-    from ale_py.vector_env import AtariVectorEnv
-    from gymnasium.vector import AutoresetMode
+    """Agent steps per second of ale-py's vector env alone, with random actions.
 
-    env = AtariVectorEnv(
-        "pong", num_envs, frameskip=FRAME_SKIP, repeat_action_probability=0.0,
-        img_height=210, img_width=160, grayscale=True, stack_num=1, maxpool=False, noop_max=0,
-        autoreset_mode=AutoresetMode.SAME_STEP,
-    )  # fmt: skip
+    It is the vector env pgkeras builds (same emulator settings), stepped directly: no
+    preprocessing, no network.
+    """
+    from pgkeras.envs import PONG_ACTIONS, PongVectorEnv
+
+    env = PongVectorEnv(num_envs, frame_skip=FRAME_SKIP)
+    (vector_env,) = env.vector_envs
     rng = np.random.default_rng(0)
-    env.reset(seed=0)
+    vector_env.reset(seed=0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        env.step(rng.choice(np.array([PONG_UP, PONG_DOWN]), size=num_envs))
+        vector_env.step(rng.choice(PONG_ACTIONS, size=num_envs))
         steps += num_envs
     rate = steps / (time.perf_counter() - start)
     env.close()
@@ -63,9 +63,12 @@ def pgkeras_trainer(seconds: float, num_envs: int, config_path: str) -> float:
     from pgkeras.metrics import ProgressLine, read_metrics
     from pgkeras.train import train
 
-    config = load_config(config_path, [f"env.num_envs={num_envs}", "train.max_steps=null"])
-    if num_envs % config.env.num_groups:
-        config.env.num_groups = 1
+    groups = load_config(config_path).env.num_groups
+    config = load_config(
+        config_path,
+        [f"env.num_envs={num_envs}", f"env.num_groups={groups if num_envs % groups == 0 else 1}",
+         "train.max_steps=null"],
+    )  # fmt: skip
     started: list[float] = []
 
     def enough(row, model) -> bool:
