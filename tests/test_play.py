@@ -95,7 +95,7 @@ def test_render_human_without_display_suggests_video(tmp_path):
 
 @pytest.mark.slow
 def test_plot_overlays_runs_into_a_png(tiny_run, tmp_path):
-    assert (tiny_run / "curve.png").is_file()  # refreshed by the trainer at each checkpoint
+    assert (tiny_run / "curve.png").is_file()  # drawn by the trainer at its last checkpoint
     out = tmp_path / "both.png"
     result = run(SCRIPTS / "plot_run.py", tiny_run, tiny_run, "--out", out)
     assert result.returncode == 0, result.stderr
