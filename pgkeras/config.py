@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -149,6 +150,27 @@ class EvalConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """Where the games are played: in this process, or by Ray actors on a cluster."""
+
+    backend: Literal["local", "ray"] = "local"
+    """`local`: the trainer's process plays `env.num_envs` games. `ray`: `num_workers` Ray actors each
+    play `env.num_envs` games with numpy inference and send complete segments back (needs the
+    `ray` extra: `pip install -e ".[ray]"`; policies `mlp` and `linear_gaussian`)."""
+    num_workers: int = 2
+    """Ray actors collecting rollouts (backend `ray`); each collects an equal share of a batch."""
+
+
+@dataclass
+class RayConfig:
+    """The Ray cluster of `rollout.backend: ray`."""
+
+    address: str | None = None
+    """null or empty: start a local Ray instance on this machine; `auto`: the cluster this machine
+    joined with `ray start`; or a head node's address such as `10.0.0.5:6379`."""
+
+
+@dataclass
 class Config:
     """All settings of a training run. `configs/*.yaml` files override these defaults."""
 
@@ -158,6 +180,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -229,9 +253,12 @@ RESUMABLE_CHANGES = (
     "eval.episodes",
     "eval.greedy",
     "env.num_threads",
+    "rollout.backend",
+    "rollout.num_workers",
+    "ray.address",
 )
 """Settings a resumed run may change: the learning rate (to recover from a divergence), and settings
-that affect neither the model nor the data it learns from."""
+that affect neither the model nor the kind of data it learns from (where the games are played)."""
 
 
 def check_resume_changes(saved: Config, config: Config, source: str) -> None:
@@ -478,6 +505,35 @@ def validate(config: Config, source: str = "config") -> None:
         fail("eval.every_updates", evaluation.every_updates, "0 (off) or a positive number of updates")
     if not 1 <= evaluation.episodes <= 64:
         fail("eval.episodes", evaluation.episodes, "1 to 64 episodes")
+    _validate_rollout(config, fail)
+
+
+RAY_INSTALL_HINT = 'pip install -e ".[ray]"'
+"""How to install the optional Ray extra, as error messages print it."""
+
+
+def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], None]) -> None:
+    """Checks the rollout backend: Ray installed, a numpy-runnable policy, enough work to share."""
+    rollout, train = config.rollout, config.train
+    if rollout.num_workers < 1:
+        fail("rollout.num_workers", rollout.num_workers, "an integer >= 1")
+    if rollout.backend != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        fail("rollout.backend", rollout.backend, f"local, or ray once it is installed: {RAY_INSTALL_HINT}")
+    if config.model.kind not in ("mlp", "linear_gaussian"):
+        fail(
+            "model.kind",
+            config.model.kind,
+            "mlp or linear_gaussian with rollout.backend ray (its workers run the policy in numpy)",
+        )
+    share = train.samples_per_update if train.samples_per_update is not None else train.episodes_per_update
+    if share < rollout.num_workers:
+        fail(
+            "rollout.num_workers",
+            rollout.num_workers,
+            f"at most the batch size ({share}), so that every worker has a share of each batch",
+        )
 
 
 def _validate_lqr(lqr: LQRConfig, fail: typing.Callable[[str, Any, str], None]) -> None:

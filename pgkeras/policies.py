@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from pgkeras.config import ModelConfig, TrainConfig
+from pgkeras.inference import dense_forward, sample_categorical, sample_gaussian
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -149,8 +150,8 @@ class DenseForward:
 
     For the 8 x 6400 int8 batch of one Pong step this is about three times faster than
     `predict_on_batch`: it skips the framework's per-call dispatch and, for int8 inputs, multiplies
-    only the non-zero pixels (`sparse_matmul`). The result equals the Keras model's up to float32
-    rounding. It holds a copy of the weights: call `refresh()` after every update.
+    only the non-zero pixels (`pgkeras.inference.sparse_matmul`). The result equals the Keras
+    model's up to float32 rounding. It holds a copy of the weights: call `refresh()` after every update.
 
     Args:
         model: a Functional model whose layers after the input are all `Dense` with activation
@@ -182,61 +183,7 @@ class DenseForward:
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         """Returns float32 `(N, outputs)` for observations `(N, D)` of any numeric dtype."""
-        x = observations
-        for index, (*weights, activation) in enumerate(self.parameters):
-            if index == 0 and x.dtype == np.int8:
-                x = sparse_matmul(x, weights[0])
-            else:
-                x = x.astype(np.float32, copy=False) @ weights[0]
-            if len(weights) == 2:
-                x += weights[1]
-            if activation == "relu":
-                np.maximum(x, 0.0, out=x)
-            elif activation == "softmax":
-                x = softmax_rows(x)
-        return x
-
-
-def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """`x @ kernel` for a mostly-zero integer `x` `(N, D)`, touching only the kernel rows it needs.
-
-    A Pong frame difference has a few dozen non-zero pixels out of 6400, so gathering those rows of
-    the `(6400, H)` kernel is far less work than the dense product. It also stays off the BLAS
-    thread pool, whose spinning threads would compete with the emulator's for the same cores.
-
-    Example:
-        >>> sparse_matmul(np.array([[0, 1, 0], [-1, 0, 2]], np.int8), np.eye(3, dtype=np.float32)).tolist()
-        [[0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]]
-    """
-    rows, columns = nonzero_positions(x)
-    selector = np.zeros((len(x), len(rows)), np.float32)
-    selector[rows, np.arange(len(rows))] = x[rows, columns]
-    return selector @ kernel[columns]
-
-
-def nonzero_positions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.nonzero(x)` for a 2-D int8 array, about 8 times faster when nearly all of it is zero.
-
-    Scans 8 bytes at a time as int64 words, then looks inside the few words that are not zero.
-
-    Example:
-        >>> x = np.array([[0, 0, 0, 0, 0, 0, 0, 0], [0, 5, 0, 0, 0, 0, 0, -1]], np.int8)
-        >>> [a.tolist() for a in nonzero_positions(x)]
-        [[1, 1], [1, 7]]
-    """
-    flat = np.ascontiguousarray(x).reshape(-1)
-    if x.dtype != np.int8 or flat.size % 8:
-        return np.nonzero(x)
-    words = np.flatnonzero(flat.view(np.int64))
-    candidates = (words[:, None] * 8 + np.arange(8)).ravel()
-    positions = candidates[flat[candidates] != 0]
-    return np.divmod(positions, x.shape[1])
-
-
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in the logits' dtype, shifted by the row maximum for stability."""
-    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
+        return dense_forward(self.parameters, observations)
 
 
 class ActionSampler:
@@ -301,7 +248,7 @@ class GaussianActionSampler(ActionSampler):
         means = self.outputs(observations)[:, 0]
         if greedy:
             return means.astype(np.float32)
-        return (means + self.sigma * self.rng.normal(size=means.shape)).astype(np.float32)
+        return sample_gaussian(means, self.sigma, self.rng)
 
 
 def make_sampler(
@@ -311,16 +258,3 @@ def make_sampler(
     if model_config.kind == "linear_gaussian":
         return GaussianActionSampler(model, model_config.sigma, rng)
     return ActionSampler(model, rng)
-
-
-def sample_categorical(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draws one index per row of `probabilities` `(N, A)` by inverting the cumulative sum.
-
-    Example:
-        >>> sample_categorical(np.array([[0.0, 1.0], [1.0, 0.0]]), np.random.default_rng(0)).tolist()
-        [1, 0]
-    """
-    cumulative = np.cumsum(probabilities, axis=1)
-    uniform = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
-    actions = (uniform >= cumulative).sum(axis=1)
-    return np.minimum(actions, probabilities.shape[1] - 1).astype(np.int32)

@@ -41,6 +41,15 @@ class Batch(NamedTuple):
     """Agent steps taken (summed over games) while collecting, including unfinished segments."""
 
 
+def concatenate_batches(batches: list[Batch]) -> Batch:
+    """One batch holding the samples and finished episodes of `batches`, in order (e.g. one per
+    rollout worker)."""
+    return Batch(
+        *(np.concatenate([getattr(batch, name) for batch in batches]) for name in Batch._fields[:-1]),
+        num_env_steps=sum(batch.num_env_steps for batch in batches),
+    )
+
+
 class RolloutCollector:
     """Collects batches from a vectorised game with a batched action chooser.
 

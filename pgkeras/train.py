@@ -25,13 +25,14 @@ from pgkeras.checkpoints import (
     save_model_atomically,
 )
 from pgkeras.config import Config, check_resume_changes, config_from_dict, save_config
+from pgkeras.distributed import RayRolloutCollector
 from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
 from pgkeras.plots import plot_runs
 from pgkeras.policies import build_policy, gaussian_sample_weights, make_sampler
 from pgkeras.returns import compute_advantages
-from pgkeras.rollout import RolloutCollector
+from pgkeras.rollout import Batch, RolloutCollector
 
 # Karpathy's running reward: running = 0.99 * running + 0.01 * episode_reward.
 RUNNING_REWARD_DECAY = 0.99
@@ -142,7 +143,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train
-    env = make_env(config)
+    ray_backend = config.rollout.backend == "ray"
+    # With Ray the workers play; this process needs the game only for its shapes (and the LQR's gain).
+    env = make_env(config, num_envs=1 if ray_backend else None)
     if resume:
         model, state = load_latest_checkpoint(run_dir)
         model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
@@ -158,19 +161,31 @@ def train(
     # Emulator state is not saved, so games restart on resume. They also restart after every
     # periodic checkpoint of an uninterrupted run, seeded by the update, so that resuming from such
     # a checkpoint continues exactly as the run would have.
-    collector = RolloutCollector(
-        env,
-        gamma=train_config.gamma,
-        reset_on_reward=train_config.reset_on_reward,
-        episodes_per_update=train_config.episodes_per_update,
-        samples_per_update=train_config.samples_per_update,
-        seed=_games_seed(config.seed, state.update),
-    )
+    games_seed = _games_seed(config.seed, state.update)
+    sampler = make_sampler(model, config.model, rng)
+    if ray_backend:
+        collector = RayRolloutCollector(config, games_seed, state.update, note=progress.note)
+
+        def collect_batch() -> Batch:
+            return collector.collect_batch(sampler.forward.parameters)
+
+    else:
+        collector = RolloutCollector(
+            env,
+            gamma=train_config.gamma,
+            reset_on_reward=train_config.reset_on_reward,
+            episodes_per_update=train_config.episodes_per_update,
+            samples_per_update=train_config.samples_per_update,
+            seed=games_seed,
+        )
+
+        def collect_batch() -> Batch:
+            return collector.collect_batch(sampler.sample)
+
     gain_report = _lqr_gain_report(env, model, train_config.gamma)
     if gain_report is not None:
         optimal = _format_vector(env.optimal_theta(train_config.gamma))
         progress.note(f"optimal theta (minus the Riccati gain): {optimal}")
-    sampler = make_sampler(model, config.model, rng)
     sigma = config.model.sigma if config.model.kind == "linear_gaussian" else None
     logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
 
@@ -206,14 +221,14 @@ def train(
             best = score if improved else best
             save_model_atomically(model, run_dir / "best.keras")
 
-    with _stop_requests() as stop_requested:
-        try:
+    try:
+        with _stop_requests() as stop_requested:
             while train_config.max_steps is None or env_steps < train_config.max_steps:
                 if stop_requested():
                     interrupted = True
                     break
                 started = time.perf_counter()
-                batch = collector.collect_batch(sampler.sample)
+                batch = collect_batch()
                 advantages = compute_advantages(batch.returns, train_config.advantage)
                 loss = update_policy(
                     model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
@@ -275,22 +290,18 @@ def train(
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
                     collector.restart(_games_seed(config.seed, update))
-        except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
-            progress.finish()
-            logger.close()
-            env.close()
-            if eval_env is not None:
-                eval_env.close()
-            raise
-        if update > state.update or not resume:
-            checkpoint(final=True)
-    if gain_report is not None:
-        progress.note(gain_report())
-    progress.finish()
-    logger.close()
-    env.close()
-    if eval_env is not None:
-        eval_env.close()
+            if update > state.update or not resume:
+                checkpoint(final=True)
+        if gain_report is not None:
+            progress.note(gain_report())
+    finally:  # also on errors and a second Ctrl-C, after which the last checkpoint stands
+        progress.finish()
+        logger.close()
+        if ray_backend:
+            collector.close()
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
 
 

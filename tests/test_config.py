@@ -1,5 +1,7 @@
 """Config loading: shipped files, YAML quirks, overrides, and one-line errors."""
 
+import importlib.util
+
 import pytest
 import yaml
 from conftest import CONFIGS
@@ -130,3 +132,44 @@ def test_toy_configs_name_their_families():
     assert frozenlake.env.kwargs == {"map_name": "4x4", "is_slippery": False}
     lqr = load_config(CONFIGS / "lqr_linear_gaussian.yaml")
     assert (lqr.env.id, lqr.model.kind) == ("LQR", "linear_gaussian")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rollout.backend=threads"], "rollout.backend: got 'threads', expected one of 'local', 'ray'"),
+        (["rollout.num_workers=0"], "rollout.num_workers: got 0, expected an integer >= 1"),
+        (["rollout.backend=ray", "model.kind=conv"], "expected mlp or linear_gaussian with rollout.backend"),
+        (
+            [
+                "rollout.backend=ray",
+                "rollout.num_workers=4",
+                "train.samples_per_update=null",
+                "train.episodes_per_update=2",
+            ],
+            "rollout.num_workers: got 4, expected at most the batch size (2)",
+        ),  # fmt: skip
+    ],
+)
+def test_rollout_settings_are_checked(overrides, message):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
+    with pytest.raises(ConfigError) as error:
+        load_config(CONFIGS / "pong.yaml", overrides)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def without_ray(name, *args):
+        return None if name == "ray" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_ray)
+    with pytest.raises(ConfigError) as error:
+        load_config(CONFIGS / "pong.yaml", ["rollout.backend=ray"])
+    assert str(error.value) == (
+        f"{CONFIGS / 'pong.yaml'} with --set: rollout.backend: got 'ray', "
+        'expected local, or ray once it is installed: pip install -e ".[ray]"'
+    )
+    assert load_config(CONFIGS / "pong.yaml").rollout.backend == "local"

@@ -1,0 +1,224 @@
+"""Rollouts on a Ray cluster: `rollout.backend: ray`.
+
+The learner (the trainer's process) keeps the Keras model and runs the same `model.fit` update as
+the local backend. Once per update it puts the policy's weights into Ray's object store as plain
+numpy arrays; each `RolloutWorker` actor plays its own `env.num_envs` games with them through
+`pgkeras.inference`, so workers import neither Keras nor TensorFlow. A worker returns only complete
+segments (finished points or episodes), like the local collector; the learner joins the workers'
+batches in worker order.
+
+Worker `w` draws the actions of update `u` from `numpy.random.SeedSequence([seed, u, w])` and seeds
+its games from (games seed, `w`), so two runs with the same seed collect the same data.
+
+A worker that dies is restarted by Ray (actor restarts). The segments it had not finished die with
+it and are never counted; its share of the batch is collected again by the restarted worker, and the
+trainer's log says so.
+
+This module imports Ray only when a collector is made: Ray is the optional extra `.[ray]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pgkeras.config import RAY_INSTALL_HINT, Config, config_from_dict, config_to_dict
+from pgkeras.envs import make_env
+from pgkeras.inference import NumpyPolicy, Parameters
+from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches
+
+MAX_FAILURES_PER_UPDATE = 3
+"""Worker deaths tolerated while collecting one batch before the run stops with an error."""
+READY_TIMEOUT_SECONDS = 300.0
+"""How long the learner waits for all workers to start (a cluster may have to find CPUs)."""
+
+
+def import_ray():
+    """Returns the `ray` module, or raises ImportError with the install command."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(f"rollout.backend ray needs the ray package: {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def share(total: int | None, num_workers: int, worker: int) -> int | None:
+    """Worker `worker`'s part of `total` samples or episodes per batch; the parts add up to `total`.
+
+    Example:
+        >>> [share(5000, 3, w) for w in range(3)]
+        [1667, 1667, 1666]
+    """
+    if total is None:
+        return None
+    return total // num_workers + (worker < total % num_workers)
+
+
+def worker_games_seed(games_seed: int, worker: int) -> int:
+    """The seed of worker `worker`'s first game when all games restart from `games_seed`."""
+    return int(np.random.SeedSequence([games_seed, worker]).generate_state(1)[0] % 2**31)
+
+
+class RolloutWorker:
+    """One Ray actor: its own vector env and collector, and the policy in numpy.
+
+    Args:
+        config_data: the run's config as plain data (`config_to_dict`).
+        worker: this worker's index, 0 to `rollout.num_workers - 1`.
+        games_seed: seeds the games (through `worker_games_seed`).
+    """
+
+    def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int):
+        import ale_py
+        import gymnasium
+
+        gymnasium.register_envs(ale_py)  # Atari ids must be known in this process too
+        config = config_from_dict(config_data, "the learner's config")
+        train = config.train
+        self.seed = config.seed
+        self.worker = worker
+        self.sigma = config.model.sigma if config.model.kind == "linear_gaussian" else None
+        self.env = make_env(config)
+        num_workers = config.rollout.num_workers
+        self.collector = RolloutCollector(
+            self.env,
+            gamma=train.gamma,
+            reset_on_reward=train.reset_on_reward,
+            episodes_per_update=share(train.episodes_per_update, num_workers, worker),
+            samples_per_update=share(train.samples_per_update, num_workers, worker),
+            seed=worker_games_seed(games_seed, worker),
+        )
+
+    def pid(self) -> int:
+        """The worker's process id (it changes when Ray restarts the worker)."""
+        return os.getpid()
+
+    def collect(self, parameters: Parameters, update: int) -> tuple[Batch, int]:
+        """Plays until this worker's share of batch `update` is complete.
+
+        Returns:
+            The batch and this worker's process id.
+        """
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, update, self.worker]))
+        batch = self.collector.collect_batch(NumpyPolicy(parameters, rng, self.sigma).sample)
+        return batch, os.getpid()
+
+    def restart(self, games_seed: int) -> None:
+        """Drops unfinished segments and restarts the games (see `RolloutCollector.restart`)."""
+        self.collector.restart(worker_games_seed(games_seed, self.worker))
+
+
+class RayRolloutCollector:
+    """Collects each batch with `rollout.num_workers` Ray actors; the learner-side counterpart of
+    `pgkeras.rollout.RolloutCollector`.
+
+    Starts a local Ray instance when `ray.address` is empty and Ray is not running yet in this
+    process, and connects to `ray.address` otherwise.
+
+    Args:
+        config: the run's validated config.
+        games_seed: seeds the workers' games.
+        first_update: updates already done (non-zero on resume); batch k seeds its actions with
+            update `first_update + k`.
+        note: prints one line into the trainer's log (worker restarts).
+
+    Raises:
+        ImportError: Ray is not installed (with the install command).
+        RuntimeError: the workers did not start within `READY_TIMEOUT_SECONDS`.
+    """
+
+    def __init__(
+        self, config: Config, games_seed: int, first_update: int, note: Callable[[str], None] = print
+    ):
+        ray = import_ray()
+        self._ray = ray
+        self._note = note
+        self._update = first_update
+        num_workers = config.rollout.num_workers
+        self._started_ray = not ray.is_initialized()
+        if self._started_ray:
+            address = config.ray.address or None
+            ray.init(
+                address=address,
+                # Locally, every worker gets a CPU slot even on a machine with fewer cores.
+                num_cpus=max(os.cpu_count() or 1, num_workers) if address is None else None,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(RolloutWorker)
+        data = config_to_dict(config)
+        self.workers = [actor.remote(data, worker, games_seed) for worker in range(num_workers)]
+        try:
+            self._pids: list[int | None] = ray.get(
+                [worker.pid.remote() for worker in self.workers], timeout=READY_TIMEOUT_SECONDS
+            )
+        except ray.exceptions.GetTimeoutError:
+            cpus = ray.cluster_resources().get("CPU", 0)
+            self.close()
+            raise RuntimeError(
+                f"rollout.num_workers: {num_workers} Ray workers did not start within "
+                f"{READY_TIMEOUT_SECONDS:.0f} s; each needs 1 CPU and the cluster has {cpus:g}"
+            ) from None
+
+    def collect_batch(self, parameters: Parameters) -> Batch:
+        """Sends the weights once, lets every worker collect its share, and joins the shares.
+
+        Args:
+            parameters: the policy's Dense layers as numpy arrays (`DenseForward.parameters`).
+        """
+        ray = self._ray
+        self._update += 1
+        weights = ray.put(parameters)
+        calls = {
+            worker: actor.collect.remote(weights, self._update) for worker, actor in enumerate(self.workers)
+        }
+        parts: dict[int, Batch] = {}
+        failures = 0
+        for worker in range(len(self.workers)):
+            while worker not in parts:
+                try:
+                    batch, pid = ray.get(calls[worker])
+                except ray.exceptions.RayActorError as error:
+                    failures += 1
+                    if failures > MAX_FAILURES_PER_UPDATE:
+                        raise RuntimeError(
+                            f"update {self._update}: rollout workers died {failures} times; last: {error}"
+                        ) from None
+                    self._note(
+                        f"update {self._update}: rollout worker {worker} died ({type(error).__name__}); Ray "
+                        "restarts it, its unfinished segments are dropped and its share is collected again"
+                    )
+                    self._pids[worker] = None
+                    calls[worker] = self.workers[worker].collect.remote(weights, self._update)
+                    continue
+                if self._pids[worker] is not None and pid != self._pids[worker]:
+                    self._note(
+                        f"update {self._update}: rollout worker {worker} was restarted by Ray "
+                        f"(process {self._pids[worker]} -> {pid}); its unfinished segments were dropped"
+                    )
+                self._pids[worker] = pid
+                parts[worker] = batch
+        return concatenate_batches([parts[worker] for worker in range(len(self.workers))])
+
+    def restart(self, games_seed: int) -> None:
+        """Restarts every worker's games from `games_seed` (see `RolloutCollector.restart`)."""
+        # A dead worker restarts with fresh games anyway; the next batch reports it.
+        with contextlib.suppress(self._ray.exceptions.RayActorError):
+            self._ray.get([actor.restart.remote(games_seed) for actor in self.workers])
+
+    def worker_pids(self) -> list[int | None]:
+        """Process ids of the workers as last seen (None for one that just died)."""
+        return list(self._pids)
+
+    def close(self) -> None:
+        """Stops the workers, and the Ray instance if this collector started it."""
+        for actor in self.workers:
+            self._ray.kill(actor)
+        self.workers = []
+        if self._started_ray:
+            self._ray.shutdown()
