@@ -8,8 +8,14 @@ sticky actions, actions UP/DOWN):
    per step, a manual backward pass per episode and RMSprop every 10 episodes;
 4. naive Keras: the same single-game loop with a Keras model and `model.predict` per step.
 
+With `--backend ray --workers N`, loops 3 and 4 give way to the trainer with `rollout.backend: ray`
+on a local Ray instance: N workers share the same number of games (`--num-envs`), so the ratio
+ray / local is the overhead of the Ray path on one machine. It also reports each worker's
+resident memory.
+
     python benchmarks/throughput.py --seconds 30
     python benchmarks/throughput.py --seconds 30 --num-envs 16 --json > throughput.json
+    python benchmarks/throughput.py --seconds 30 --backend ray --workers 2
 """
 
 from __future__ import annotations
@@ -56,19 +62,21 @@ WARMUP_UPDATES = 3
 shapes (batches vary by a few samples) and the games start from their first frames."""
 
 
-def pgkeras_trainer(seconds: float, num_envs: int, config_path: str) -> float:
+def pgkeras_trainer(seconds: float, num_envs: int, config_path: str, workers: int | None = None) -> float:
     """Agent steps per second of `pgkeras.train.train` in steady state (after `WARMUP_UPDATES`),
-    collection, updates, checkpoints and curve refreshes included."""
+    collection, updates, checkpoints and curve refreshes included. With `workers`, the Ray
+    backend with that many workers, each playing its share of the `num_envs` games."""
     from pgkeras.config import load_config
     from pgkeras.metrics import ProgressLine, read_metrics
     from pgkeras.train import train
 
     groups = load_config(config_path).env.num_groups
-    config = load_config(
-        config_path,
-        [f"env.num_envs={num_envs}", f"env.num_groups={groups if num_envs % groups == 0 else 1}",
-         "train.max_steps=null"],
-    )  # fmt: skip
+    overrides = ["train.max_steps=null"]
+    if workers is not None:
+        overrides += ["rollout.backend=ray", f"rollout.num_workers={workers}"]
+        num_envs = max(1, num_envs // workers)
+    overrides += [f"env.num_envs={num_envs}", f"env.num_groups={groups if num_envs % groups == 0 else 1}"]
+    config = load_config(config_path, overrides)
     started: list[float] = []
 
     def enough(row, model) -> bool:
@@ -82,6 +90,35 @@ def pgkeras_trainer(seconds: float, num_envs: int, config_path: str) -> float:
         rows = read_metrics(run_dir / "metrics.csv")
     first, last = rows[WARMUP_UPDATES - 1], rows[-1]
     return (last["env_steps"] - first["env_steps"]) / (last["wall_time"] - first["wall_time"])
+
+
+def ray_worker_memory_mb(num_envs: int, config_path: str, workers: int) -> list[float]:
+    """Resident memory of each Ray rollout worker after it collected one batch (Linux /proc)."""
+    from pgkeras.config import load_config
+    from pgkeras.distributed import RayRolloutCollector
+    from pgkeras.envs import make_env
+    from pgkeras.policies import DenseForward, build_policy
+
+    games = max(1, num_envs // workers)
+    config = load_config(
+        config_path,
+        ["rollout.backend=ray", f"rollout.num_workers={workers}", f"env.num_envs={games}",
+         "env.num_groups=1"],
+    )  # fmt: skip
+    env = make_env(config, num_envs=1)
+    model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
+    env.close()
+    collector = RayRolloutCollector(config, games_seed=0, first_update=0, note=lambda line: None)
+    try:
+        collector.collect_batch(DenseForward(model).parameters)
+        sizes = []
+        for pid in collector.worker_pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+            sizes.append(int(line.split()[1]) / 1024)
+        return sizes
+    finally:
+        collector.close()
 
 
 def karpathy_prepro(frame: np.ndarray) -> np.ndarray:
@@ -217,25 +254,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-naive", action="store_true", help="leave out the naive Keras loop (it only runs ~15 steps/s)"
     )
+    parser.add_argument(
+        "--backend", choices=["local", "ray"], default="local",
+        help="ray: also measure the trainer with rollout.backend ray (instead of the reference loops)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers with --backend ray")
     args = parser.parse_args(argv)
     quiet_tensorflow()
 
     results = {"ceiling": ceiling(args.seconds, args.num_envs)}
     results["pgkeras"] = pgkeras_trainer(args.seconds, args.num_envs, args.config)
     peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results["numpy_reference"] = numpy_reference(args.seconds)
-    if not args.skip_naive:
-        results["naive_keras"] = naive_keras(args.seconds)
     report = {
         "num_envs": args.num_envs,
         "seconds": args.seconds,
         "frame_skip": FRAME_SKIP,
         "agent_steps_per_second": results,
-        "emulator_frames_per_second": {name: rate * FRAME_SKIP for name, rate in results.items()},
-        "pgkeras_over_ceiling": results["pgkeras"] / results["ceiling"],
-        "pgkeras_over_reference": results["pgkeras"] / results["numpy_reference"],
         "peak_memory_mb_through_pgkeras": peak_memory_mb,
     }
+    if args.backend == "ray":
+        results["pgkeras_ray"] = pgkeras_trainer(args.seconds, args.num_envs, args.config, args.workers)
+        report["workers"] = args.workers
+        report["ray_over_local"] = results["pgkeras_ray"] / results["pgkeras"]
+        report["ray_worker_memory_mb"] = ray_worker_memory_mb(args.num_envs, args.config, args.workers)
+    else:
+        results["numpy_reference"] = numpy_reference(args.seconds)
+        if not args.skip_naive:
+            results["naive_keras"] = naive_keras(args.seconds)
+        report["pgkeras_over_reference"] = results["pgkeras"] / results["numpy_reference"]
+    report["pgkeras_over_ceiling"] = results["pgkeras"] / results["ceiling"]
+    report["emulator_frames_per_second"] = {name: rate * FRAME_SKIP for name, rate in results.items()}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -243,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, rate in results.items():
         print(f"{name:<16} {rate:>14,.0f} {rate * FRAME_SKIP:>10,.0f}")
     print(f"pgkeras / ceiling:   {report['pgkeras_over_ceiling']:.0%}")
-    print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
+    if args.backend == "ray":
+        setting = f"{args.workers} workers, {args.num_envs} games in all"
+        print(f"ray / local ({setting}): {report['ray_over_local']:.0%}")
+        memory = ", ".join(f"{size:,.0f}" for size in report["ray_worker_memory_mb"])
+        print(f"resident memory of each Ray worker: {memory} MB")
+    else:
+        print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
     print(f"peak memory up to the end of the pgkeras loop: {peak_memory_mb:,.0f} MB")
     return 0
 

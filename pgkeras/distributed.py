@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,12 @@ from pgkeras.envs import make_env
 from pgkeras.inference import NumpyPolicy, Parameters
 from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches
 
-MAX_FAILURES_PER_UPDATE = 3
+MAX_DEATHS_PER_UPDATE = 3
 """Worker deaths tolerated while collecting one batch before the run stops with an error."""
+RESTART_WAIT_SECONDS = 120.0
+"""How long a dead worker may take to come back before the run stops with an error."""
+RETRY_SECONDS = 0.5
+"""Pause between asking a restarting worker again."""
 READY_TIMEOUT_SECONDS = 300.0
 """How long the learner waits for all workers to start (a cluster may have to find CPUs)."""
 
@@ -170,40 +175,53 @@ class RayRolloutCollector:
 
         Args:
             parameters: the policy's Dense layers as numpy arrays (`DenseForward.parameters`).
+
+        Raises:
+            RuntimeError: more than `MAX_DEATHS_PER_UPDATE` deaths in one batch, or a worker that
+                does not come back within `RESTART_WAIT_SECONDS`.
         """
-        ray = self._ray
         self._update += 1
-        weights = ray.put(parameters)
-        calls = {
-            worker: actor.collect.remote(weights, self._update) for worker, actor in enumerate(self.workers)
-        }
-        parts: dict[int, Batch] = {}
-        failures = 0
-        for worker in range(len(self.workers)):
-            while worker not in parts:
-                try:
-                    batch, pid = ray.get(calls[worker])
-                except ray.exceptions.RayActorError as error:
-                    failures += 1
-                    if failures > MAX_FAILURES_PER_UPDATE:
+        self._deaths = 0
+        weights = self._ray.put(parameters)
+        calls = [actor.collect.remote(weights, self._update) for actor in self.workers]
+        parts = [self._share(worker, call, weights) for worker, call in enumerate(calls)]
+        return concatenate_batches(parts)
+
+    def _share(self, worker: int, call, weights) -> Batch:
+        """Waits for `call`, worker `worker`'s collection; if the worker dies, asks it again once
+        Ray has restarted it."""
+        ray = self._ray
+        for _ in range(int(RESTART_WAIT_SECONDS / RETRY_SECONDS)):
+            try:
+                batch, pid = ray.get(call)
+            except ray.exceptions.RayActorError as error:
+                # Reported once per death; Ray then answers "unavailable" until the restart is done.
+                if self._pids[worker] is not None:
+                    self._deaths += 1
+                    if self._deaths > MAX_DEATHS_PER_UPDATE:
                         raise RuntimeError(
-                            f"update {self._update}: rollout workers died {failures} times; last: {error}"
+                            f"update {self._update}: {self._deaths} rollout worker deaths; last: {error}"
                         ) from None
                     self._note(
                         f"update {self._update}: rollout worker {worker} died ({type(error).__name__}); Ray "
                         "restarts it, its unfinished segments are dropped and its share is collected again"
                     )
                     self._pids[worker] = None
-                    calls[worker] = self.workers[worker].collect.remote(weights, self._update)
-                    continue
-                if self._pids[worker] is not None and pid != self._pids[worker]:
-                    self._note(
-                        f"update {self._update}: rollout worker {worker} was restarted by Ray "
-                        f"(process {self._pids[worker]} -> {pid}); its unfinished segments were dropped"
-                    )
-                self._pids[worker] = pid
-                parts[worker] = batch
-        return concatenate_batches([parts[worker] for worker in range(len(self.workers))])
+                last_error = error
+                time.sleep(RETRY_SECONDS)
+                call = self.workers[worker].collect.remote(weights, self._update)
+                continue
+            if self._pids[worker] is not None and pid != self._pids[worker]:
+                self._note(
+                    f"update {self._update}: rollout worker {worker} was restarted by Ray "
+                    f"(process {self._pids[worker]} -> {pid}); its unfinished segments were dropped"
+                )
+            self._pids[worker] = pid
+            return batch
+        raise RuntimeError(
+            f"update {self._update}: rollout worker {worker} did not come back within "
+            f"{RESTART_WAIT_SECONDS:.0f} s: {last_error}"
+        )
 
     def restart(self, games_seed: int) -> None:
         """Restarts every worker's games from `games_seed` (see `RolloutCollector.restart`)."""
