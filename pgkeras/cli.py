@@ -15,7 +15,9 @@ from pgkeras.config import ConfigError, apply_overrides, config_from_dict, load_
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-EXIT_DIVERGED = 1  # training failed (non-finite loss); the run folder is intact
+# Training failed (a non-finite loss, or Ray rollout workers that did not start or kept dying);
+# the run folder keeps its last checkpoint.
+EXIT_TRAINING_FAILED = 1
 
 
 def quiet_tensorflow() -> None:
@@ -120,6 +122,7 @@ def train_main(
 
     quiet_tensorflow()
     from pgkeras.checkpoints import ModelFileError
+    from pgkeras.distributed import RolloutWorkerError
     from pgkeras.train import train
 
     print(f"run folder: {run_dir}")
@@ -127,9 +130,9 @@ def train_main(
         result = train(config, run_dir, resume=args.resume is not None)
     except (FileNotFoundError, ModelFileError, ConfigError) as error:
         return _fail(str(error))
-    except FloatingPointError as error:
+    except (FloatingPointError, RolloutWorkerError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return EXIT_TRAINING_FAILED
     except OSError as error:  # a full disk or a lost folder while saving
         return _fail(
             f"{run_dir}: cannot write: {error.strerror or error}; the last complete checkpoint is kept, "

@@ -103,6 +103,11 @@ class ModelConfig:
     sigma: float = 0.3
     """Fixed standard deviation of the `linear_gaussian` action noise."""
 
+    @property
+    def gaussian_sigma(self) -> float | None:
+        """`sigma` for a `linear_gaussian` policy; None for the softmax policies."""
+        return self.sigma if self.kind == "linear_gaussian" else None
+
 
 @dataclass
 class TrainConfig:

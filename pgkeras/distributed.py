@@ -31,7 +31,7 @@ import numpy as np
 from pgkeras.config import RAY_INSTALL_HINT, Config, config_from_dict, config_to_dict
 from pgkeras.envs import make_env
 from pgkeras.inference import NumpyPolicy, Parameters
-from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches
+from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches, derive_seed
 
 MAX_DEATHS_PER_UPDATE = 3
 """Worker deaths tolerated while collecting one batch before the run stops with an error."""
@@ -41,6 +41,10 @@ RETRY_SECONDS = 0.5
 """Pause between asking a restarting worker again."""
 READY_TIMEOUT_SECONDS = 300.0
 """How long the learner waits for all workers to start (a cluster may have to find CPUs)."""
+
+
+class RolloutWorkerError(RuntimeError):
+    """The rollout workers could not start, or kept dying. The message is one line."""
 
 
 def import_ray():
@@ -64,18 +68,13 @@ def share(total: int | None, num_workers: int, worker: int) -> int | None:
     return total // num_workers + (worker < total % num_workers)
 
 
-def worker_games_seed(games_seed: int, worker: int) -> int:
-    """The seed of worker `worker`'s first game when all games restart from `games_seed`."""
-    return int(np.random.SeedSequence([games_seed, worker]).generate_state(1)[0] % 2**31)
-
-
 class RolloutWorker:
     """One Ray actor: its own vector env and collector, and the policy in numpy.
 
     Args:
         config_data: the run's config as plain data (`config_to_dict`).
         worker: this worker's index, 0 to `rollout.num_workers - 1`.
-        games_seed: seeds the games (through `worker_games_seed`).
+        games_seed: seeds the games, with the worker's index (`derive_seed`).
     """
 
     def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int):
@@ -87,7 +86,7 @@ class RolloutWorker:
         train = config.train
         self.seed = config.seed
         self.worker = worker
-        self.sigma = config.model.sigma if config.model.kind == "linear_gaussian" else None
+        self.sigma = config.model.gaussian_sigma
         self.env = make_env(config)
         num_workers = config.rollout.num_workers
         self.collector = RolloutCollector(
@@ -96,7 +95,7 @@ class RolloutWorker:
             reset_on_reward=train.reset_on_reward,
             episodes_per_update=share(train.episodes_per_update, num_workers, worker),
             samples_per_update=share(train.samples_per_update, num_workers, worker),
-            seed=worker_games_seed(games_seed, worker),
+            seed=derive_seed(games_seed, worker),
         )
 
     def pid(self) -> int:
@@ -115,7 +114,7 @@ class RolloutWorker:
 
     def restart(self, games_seed: int) -> None:
         """Drops unfinished segments and restarts the games (see `RolloutCollector.restart`)."""
-        self.collector.restart(worker_games_seed(games_seed, self.worker))
+        self.collector.restart(derive_seed(games_seed, self.worker))
 
 
 class RayRolloutCollector:
@@ -134,7 +133,7 @@ class RayRolloutCollector:
 
     Raises:
         ImportError: Ray is not installed (with the install command).
-        RuntimeError: the workers did not start within `READY_TIMEOUT_SECONDS`.
+        RolloutWorkerError: the workers did not start within `READY_TIMEOUT_SECONDS`.
     """
 
     def __init__(
@@ -165,7 +164,7 @@ class RayRolloutCollector:
         except ray.exceptions.GetTimeoutError:
             cpus = ray.cluster_resources().get("CPU", 0)
             self.close()
-            raise RuntimeError(
+            raise RolloutWorkerError(
                 f"rollout.num_workers: {num_workers} Ray workers did not start within "
                 f"{READY_TIMEOUT_SECONDS:.0f} s; each needs 1 CPU and the cluster has {cpus:g}"
             ) from None
@@ -177,7 +176,7 @@ class RayRolloutCollector:
             parameters: the policy's Dense layers as numpy arrays (`DenseForward.parameters`).
 
         Raises:
-            RuntimeError: more than `MAX_DEATHS_PER_UPDATE` deaths in one batch, or a worker that
+            RolloutWorkerError: more than `MAX_DEATHS_PER_UPDATE` deaths in one batch, or a worker that
                 does not come back within `RESTART_WAIT_SECONDS`.
         """
         self._update += 1
@@ -199,7 +198,7 @@ class RayRolloutCollector:
                 if self._pids[worker] is not None:
                     self._deaths += 1
                     if self._deaths > MAX_DEATHS_PER_UPDATE:
-                        raise RuntimeError(
+                        raise RolloutWorkerError(
                             f"update {self._update}: {self._deaths} rollout worker deaths; last: {error}"
                         ) from None
                     self._note(
@@ -218,7 +217,7 @@ class RayRolloutCollector:
                 )
             self._pids[worker] = pid
             return batch
-        raise RuntimeError(
+        raise RolloutWorkerError(
             f"update {self._update}: rollout worker {worker} did not come back within "
             f"{RESTART_WAIT_SECONDS:.0f} s: {last_error}"
         )

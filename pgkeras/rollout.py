@@ -41,6 +41,16 @@ class Batch(NamedTuple):
     """Agent steps taken (summed over games) while collecting, including unfinished segments."""
 
 
+def derive_seed(*keys: int) -> int:
+    """A 31-bit seed for starting games, derived from integer `keys` (run seed, update, worker...).
+
+    Example:
+        >>> derive_seed(0, 20) == derive_seed(0, 20) != derive_seed(0, 21)
+        True
+    """
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] % 2**31)
+
+
 def concatenate_batches(batches: list[Batch]) -> Batch:
     """One batch holding the samples and finished episodes of `batches`, in order (e.g. one per
     rollout worker)."""

@@ -32,7 +32,7 @@ from pgkeras.play import evaluate
 from pgkeras.plots import plot_runs
 from pgkeras.policies import build_policy, gaussian_sample_weights, make_sampler
 from pgkeras.returns import compute_advantages
-from pgkeras.rollout import Batch, RolloutCollector
+from pgkeras.rollout import Batch, RolloutCollector, derive_seed
 
 # Karpathy's running reward: running = 0.99 * running + 0.01 * episode_reward.
 RUNNING_REWARD_DECAY = 0.99
@@ -161,7 +161,7 @@ def train(
     # Emulator state is not saved, so games restart on resume. They also restart after every
     # periodic checkpoint of an uninterrupted run, seeded by the update, so that resuming from such
     # a checkpoint continues exactly as the run would have.
-    games_seed = _games_seed(config.seed, state.update)
+    games_seed = derive_seed(config.seed, state.update)
     sampler = make_sampler(model, config.model, rng)
     if ray_backend:
         collector = RayRolloutCollector(config, games_seed, state.update, note=progress.note)
@@ -186,7 +186,7 @@ def train(
     if gain_report is not None:
         optimal = _format_vector(env.optimal_theta(train_config.gamma))
         progress.note(f"optimal theta (minus the Riccati gain): {optimal}")
-    sigma = config.model.sigma if config.model.kind == "linear_gaussian" else None
+    sigma = config.model.gaussian_sigma
     logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
 
     update, env_steps, episodes = state.update, state.env_steps, state.episodes
@@ -289,7 +289,7 @@ def train(
                     break
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
-                    collector.restart(_games_seed(config.seed, update))
+                    collector.restart(derive_seed(config.seed, update))
             if update > state.update or not resume:
                 checkpoint(final=True)
         if gain_report is not None:
@@ -303,11 +303,6 @@ def train(
         if eval_env is not None:
             eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
-
-
-def _games_seed(seed: int, update: int) -> int:
-    """Seed of the games that start after `update` updates."""
-    return int(np.random.SeedSequence([seed, update]).generate_state(1)[0] % 2**31)
 
 
 def _lqr_gain_report(env, model: keras.Model, gamma: float) -> Callable[[], str] | None:

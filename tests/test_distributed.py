@@ -22,8 +22,9 @@ from pgkeras.train import train
 
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
 
+from pgkeras import distributed  # noqa: E402
 from pgkeras import train as train_module  # noqa: E402
-from pgkeras.distributed import RayRolloutCollector  # noqa: E402
+from pgkeras.distributed import RayRolloutCollector, RolloutWorkerError  # noqa: E402
 
 SMALL_PONG = ["train.samples_per_update=1000", "train.checkpoint_every=2", "model.hidden_units=[16]"]
 
@@ -99,6 +100,17 @@ def test_ray_collection_repeats_with_the_same_seed():
     for name in ("observations", "actions", "rewards", "returns"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert len(first.actions) != len(other.actions) or not np.array_equal(first.actions, other.actions)
+
+
+def test_workers_that_cannot_start_give_one_clear_error(monkeypatch):
+    # Each worker asks for one CPU and the local instance has two: the third never starts.
+    monkeypatch.setattr(distributed, "READY_TIMEOUT_SECONDS", 2.0)
+    config = pong_config("rollout.backend=ray", "rollout.num_workers=3", "env.num_envs=2")
+    with pytest.raises(RolloutWorkerError) as error:
+        RayRolloutCollector(config, games_seed=0, first_update=0)
+    assert str(error.value) == (
+        "rollout.num_workers: 3 Ray workers did not start within 2 s; each needs 1 CPU and the cluster has 2"
+    )
 
 
 @pytest.mark.slow
