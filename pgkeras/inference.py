@@ -7,7 +7,10 @@ the emulator and numpy, not TensorFlow's half a gigabyte.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 Parameters = list[tuple]
 """One `(kernel, activation)` or `(kernel, bias, activation)` tuple per Dense layer, in order;
@@ -62,12 +65,23 @@ class NumpyPolicy:
         return sample_categorical(outputs, self.rng)
 
 
+def blas_on_one_thread() -> AbstractContextManager:
+    """Keeps numpy's BLAS (OpenBLAS, MKL...) on the calling thread inside a `with` block.
+
+    Playing the games needs only small products (`sparse_matmul`, the output layer), yet OpenBLAS
+    hands them to its worker threads, which then spin while they wait for more work: on two cores
+    that spinning took 0.18 of a core from the emulator threads. Keras's update does not use
+    numpy's BLAS and is not affected; the previous limit returns at the end of the block.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """`x @ kernel` for a mostly-zero integer `x` `(N, D)`, touching only the kernel rows it needs.
 
     A Pong frame difference has a few dozen non-zero pixels out of 6400, so gathering those rows of
-    the `(6400, H)` kernel is far less work than the dense product. It also stays off the BLAS
-    thread pool, whose spinning threads would compete with the emulator's for the same cores.
+    the `(6400, H)` kernel is far less work than the dense product. The small product left still
+    goes through BLAS: run it inside `blas_on_one_thread`.
 
     Example:
         >>> sparse_matmul(np.array([[0, 1, 0], [-1, 0, 2]], np.int8), np.eye(3, dtype=np.float32)).tolist()

@@ -14,6 +14,7 @@ import numpy as np
 from pgkeras.checkpoints import ModelFileError, load_policy
 from pgkeras.config import Config, config_from_dict
 from pgkeras.envs import is_pong, make_env
+from pgkeras.inference import blas_on_one_thread
 from pgkeras.policies import ActionSampler
 
 # One agent step is frame_skip emulator frames; Atari runs at 60 frames per second.
@@ -125,13 +126,14 @@ def evaluate(
     observations = env.reset(seed=seed)
     totals = np.zeros(env.num_envs)
     running = np.ones(env.num_envs, dtype=bool)
-    for _ in range(max_steps):
-        result = env.step(sampler.sample(observations, greedy=greedy))
-        totals += result.rewards * running
-        running &= ~(result.terminated | result.truncated)
-        if not running.any():
-            break
-        observations = result.observations
+    with blas_on_one_thread():
+        for _ in range(max_steps):
+            result = env.step(sampler.sample(observations, greedy=greedy))
+            totals += result.rewards * running
+            running &= ~(result.terminated | result.truncated)
+            if not running.any():
+                break
+            observations = result.observations
     return totals
 
 

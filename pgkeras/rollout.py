@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from pgkeras.inference import blas_on_one_thread
 from pgkeras.returns import discounted_returns
 
 if TYPE_CHECKING:
@@ -123,6 +124,10 @@ class RolloutCollector:
         Returns:
             The `Batch`; its samples are removed from the buffer.
         """
+        with blas_on_one_thread():
+            return self._collect_batch(choose_actions)
+
+    def _collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
         num_env_steps = 0
         groups = self.env.groups
         # Every group has a step in flight between calls, except one that finished the last batch:
