@@ -128,15 +128,17 @@ class PongVectorEnv:
             for _ in range(num_groups)
         ]
         self.differences = [FrameDifference(group_size) for _ in range(num_groups)]
+        self.rgb = rgb
         self.last_screens: np.ndarray | None = None
-        """Raw screens of the latest reset or step, `(N, 210, 160)` or `(N, 210, 160, 3)` with `rgb`."""
+        """With `rgb`: the colour screens `(N, 210, 160, 3)` of the latest reset or step (for
+        recording). Without, the screens of the latest reset only: steps do not copy them."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences."""
         screens = []
         for rows, vector_env in zip(self.groups, self.vector_envs, strict=True):
-            group_screens, info = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
-            screens.append(self._in_env_order(group_screens, info)[:, 0])
+            group_screens, _ = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
+            screens.append(group_screens[:, 0])
         self.last_screens = np.concatenate(screens)
         return np.concatenate(
             [
@@ -151,13 +153,10 @@ class PongVectorEnv:
 
     def recv(self, group: int) -> StepResult:
         """Waits for the step of `group` and returns its rows, in the group's game order."""
-        screens, rewards, terminated, truncated, info = self.vector_envs[group].recv()
-        order = info["env_id"]
-        if not (order[:-1] < order[1:]).all():
-            screens, rewards, terminated, truncated = (
-                self._in_env_order(x, info) for x in (screens, rewards, terminated, truncated)
-            )
-        if self.last_screens is not None:
+        # A vector env that steps all its games at once (batch_size == num_envs) writes game i's
+        # result into row i, so rows need no reordering (tests/test_envs.py checks the order).
+        screens, rewards, terminated, truncated, _ = self.vector_envs[group].recv()
+        if self.rgb:
             self.last_screens[self.groups[group]] = screens[:, 0]
         observations = self.differences[group](pong_frames(screens[:, 0]), terminated | truncated)
         return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
@@ -168,12 +167,6 @@ class PongVectorEnv:
             self.send(group, actions[rows])
         results = [self.recv(group) for group in range(len(self.groups))]
         return StepResult(*(np.concatenate(parts) for parts in zip(*results, strict=True)))
-
-    @staticmethod
-    def _in_env_order(values: np.ndarray, info: dict) -> np.ndarray:
-        ordered = np.empty_like(values)
-        ordered[info["env_id"]] = values
-        return ordered
 
     def close(self) -> None:
         for vector_env in self.vector_envs:

@@ -87,29 +87,36 @@ def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         >>> sparse_matmul(np.array([[0, 1, 0], [-1, 0, 2]], np.int8), np.eye(3, dtype=np.float32)).tolist()
         [[0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]]
     """
-    rows, columns = nonzero_positions(x)
+    rows, columns, values = nonzero_entries(x)
     selector = np.zeros((len(x), len(rows)), np.float32)
-    selector[rows, np.arange(len(rows))] = x[rows, columns]
-    return selector @ kernel[columns]
+    selector[rows, np.arange(len(rows))] = values
+    return selector @ kernel.take(columns, axis=0)
 
 
-def nonzero_positions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.nonzero(x)` for a 2-D int8 array, about 8 times faster when nearly all of it is zero.
+_BYTES_OF_WORD = np.arange(8)
+
+
+def nonzero_entries(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of the non-zero entries of a 2-D array, in row-major order: what
+    `np.nonzero(x)` and `x[np.nonzero(x)]` give, about 8 times faster for a mostly-zero int8 array.
 
     Scans 8 bytes at a time as int64 words, then looks inside the few words that are not zero.
 
     Example:
         >>> x = np.array([[0, 0, 0, 0, 0, 0, 0, 0], [0, 5, 0, 0, 0, 0, 0, -1]], np.int8)
-        >>> [a.tolist() for a in nonzero_positions(x)]
-        [[1, 1], [1, 7]]
+        >>> [a.tolist() for a in nonzero_entries(x)]
+        [[1, 1], [1, 7], [5, -1]]
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     if x.dtype != np.int8 or flat.size % 8:
-        return np.nonzero(x)
+        rows, columns = np.nonzero(x)
+        return rows, columns, x[rows, columns]
     words = np.flatnonzero(flat.view(np.int64))
-    candidates = (words[:, None] * 8 + np.arange(8)).ravel()
-    positions = candidates[flat[candidates] != 0]
-    return np.divmod(positions, x.shape[1])
+    candidates = (words[:, None] * 8 + _BYTES_OF_WORD).ravel()
+    values = flat[candidates]
+    keep = np.flatnonzero(values)
+    rows, columns = np.divmod(candidates[keep], x.shape[1])
+    return rows, columns, values[keep]
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:

@@ -47,10 +47,10 @@ def pong_frames(screens: np.ndarray) -> np.ndarray:
     if small.ndim == 4:
         if small.shape[-1] != 3:
             raise ValueError(f"expected 3 colour channels, got {small.shape[-1]}")
-        background = (small == np.array(BACKGROUND_RGB, dtype=np.uint8)).all(axis=-1)
+        foreground = (small != np.array(BACKGROUND_RGB, dtype=np.uint8)).any(axis=-1)
     else:
-        background = small == BACKGROUND_GRAY
-    return (~background).reshape(len(screens), FRAME_SIZE).view(np.uint8)
+        foreground = small != BACKGROUND_GRAY  # one pass over the strided view, every game step
+    return foreground.reshape(len(screens), FRAME_SIZE).view(np.uint8)
 
 
 def pong_frame(frame: np.ndarray) -> np.ndarray:
@@ -99,6 +99,7 @@ class FrameDifference:
         """
         current = frames.view(np.int8)
         difference = current - self.previous
-        difference[new_episode] = 0
+        if new_episode.any():
+            difference[new_episode] = 0
         self.previous[:] = current
         return difference

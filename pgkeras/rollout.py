@@ -110,8 +110,23 @@ class RolloutCollector:
         self._episode_length = np.zeros(num_envs, np.int64)
         self._finished_returns: list[float] = []
         self._finished_lengths: list[int] = []
-        self._current = env.reset(seed=seed)
-        self._sent_actions: list[np.ndarray | None] = [None] * len(env.groups)
+        self._groups = [self._as_slice(rows) for rows in env.groups]
+        self._current: list[np.ndarray] = []  # each group's latest observations
+        self._sent_actions: list[np.ndarray | None] = []
+        self._start_games(seed)
+
+    @staticmethod
+    def _as_slice(rows: np.ndarray) -> slice:
+        """A group's games as a slice: views instead of copies on the hot path."""
+        start = int(rows[0])
+        if not np.array_equal(rows, np.arange(start, start + len(rows))):
+            raise ValueError(f"a group's games must be consecutive, got {rows.tolist()}")
+        return slice(start, start + len(rows))
+
+    def _start_games(self, seed: int | None) -> None:
+        observations = self.env.reset(seed=seed)
+        self._current = [observations[rows] for rows in self._groups]
+        self._sent_actions = [None] * len(self._groups)
         self._next_group = 0
 
     def collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
@@ -129,20 +144,20 @@ class RolloutCollector:
 
     def _collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
         num_env_steps = 0
-        groups = self.env.groups
+        groups = self._groups
         # Every group has a step in flight between calls, except one that finished the last batch:
         # it gets its actions from the new policy now.
-        for group, rows in enumerate(groups):
+        for group in range(len(groups)):
             if self._sent_actions[group] is None:
-                self._sent_actions[group] = choose_actions(self._current[rows])
+                self._sent_actions[group] = choose_actions(self._current[group])
                 self.env.send(group, self._sent_actions[group])
         while not self._batch_ready():
             group = self._next_group
             self._next_group = (group + 1) % len(groups)
             self._ensure_capacity()
             result = self.env.recv(group)
-            self._record(groups[group], self._sent_actions[group], result)
-            num_env_steps += len(groups[group])
+            self._record(group, result)
+            num_env_steps += groups[group].stop - groups[group].start
             if self._batch_ready():
                 self._sent_actions[group] = None
                 break
@@ -151,27 +166,31 @@ class RolloutCollector:
             self.env.send(group, self._sent_actions[group])
         return self._take_batch(num_env_steps)
 
-    def _record(self, rows: np.ndarray, actions: np.ndarray, result: StepResult) -> None:
-        """Writes one step of the games in `rows` into their buffers."""
-        columns = self._length[rows]
-        self._observations[rows, columns] = self._current[rows]
-        self._actions[rows, columns] = actions
-        self._rewards[rows, columns] = result.rewards
+    def _record(self, group: int, result: StepResult) -> None:
+        """Writes one step of the games in `group` into their buffers: the observations the actions
+        were chosen from, the actions and what the step returned."""
+        rows = self._groups[group]
+        games = self._games[rows]
+        columns = self._length[rows].copy()
+        self._observations[games, columns] = self._current[group]
+        self._actions[games, columns] = self._sent_actions[group]
+        self._rewards[games, columns] = result.rewards
         done = result.terminated | result.truncated
-        self._episode_ends[rows, columns] = done
+        self._episode_ends[games, columns] = done
         self._length[rows] += 1
+        self._current[group] = result.observations
 
         self._episode_return[rows] += result.rewards
         self._episode_length[rows] += 1
         if done.any():
-            finished = rows[done]
+            finished = games[done]
             self._finished_returns.extend(self._episode_return[finished].tolist())
             self._finished_lengths.extend(self._episode_length[finished].tolist())
             self._episode_return[finished] = 0.0
             self._episode_length[finished] = 0
-        segment_end = rows[done | (result.rewards != 0) if self._segment_on_reward else done]
-        self._complete[segment_end] = self._length[segment_end]
-        self._current[rows] = result.observations
+        segment_end = done | (result.rewards != 0) if self._segment_on_reward else done
+        if segment_end.any():
+            self._complete[games[segment_end]] = columns[segment_end] + 1
 
     def restart(self, seed: int | None) -> None:
         """Drops every unfinished segment and episode and starts all games anew from `seed`.
@@ -183,14 +202,12 @@ class RolloutCollector:
         for group, sent in enumerate(self._sent_actions):
             if sent is not None:
                 self.env.recv(group)  # let the step in flight finish; its result is dropped
-        self._sent_actions = [None] * len(self._sent_actions)
-        self._next_group = 0
         self._length[:] = 0
         self._complete[:] = 0
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
         self._finished_returns, self._finished_lengths = [], []
-        self._current = self.env.reset(seed=seed)
+        self._start_games(seed)
 
     def _batch_ready(self) -> bool:
         if self.episodes_per_update is not None:

@@ -1,10 +1,32 @@
-"""The linear-quadratic regulator and its Riccati gain: dynamics by formula, optimality by comparison."""
+"""The games: Pong's grouped vector env against single games; the linear-quadratic regulator and
+its Riccati gain, dynamics by formula, optimality by comparison."""
 
 import numpy as np
 import pytest
 
 from pgkeras.config import LQRConfig, load_config
-from pgkeras.envs import LQRVectorEnv, make_env, riccati_gain
+from pgkeras.envs import LQRVectorEnv, PongVectorEnv, make_env, riccati_gain
+
+
+def test_pong_groups_give_each_game_its_own_row():
+    """Game i of a grouped vector env plays as a single game seeded with seed + i, given its actions."""
+    together = PongVectorEnv(4, num_groups=2)
+    alone = [PongVectorEnv(1) for _ in range(4)]
+    together.reset(seed=3)
+    for i, env in enumerate(alone):
+        env.reset(seed=3 + i)
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        actions = rng.integers(0, 2, size=4)
+        step = together.step(actions)
+        for i, env in enumerate(alone):
+            single = env.step(actions[i : i + 1])
+            assert np.array_equal(step.observations[i], single.observations[0])
+            assert step.rewards[i] == single.rewards[0]
+    # Different actions moved the paddles apart, so a swap of rows could not go unnoticed.
+    assert len({step.observations[i].tobytes() for i in range(4)}) == 4
+    for env in [together, *alone]:
+        env.close()
 
 
 def linear_policy_cost(A, B, Q, R, K, discount):
