@@ -1,12 +1,15 @@
-"""How fast does training play Pong? Agent steps and emulator frames per second of four loops,
-measured one after another in the same process, with the same game settings (frame skip 4, no
-sticky actions, actions UP/DOWN):
+"""How fast does training play Pong? Agent steps and emulator frames per second of four loops in
+the same process, with the same game settings (frame skip 4, no sticky actions, actions UP/DOWN):
 
 1. ceiling: ale-py's vector env alone, random actions, no preprocessing, no network;
 2. pgkeras: the real trainer (collection + model updates), steady state after 3 warm-up updates;
 3. numpy reference: Karpathy's pg-pong.py algorithm from scratch, one game, a numpy forward pass
    per step, a manual backward pass per episode and RMSprop every 10 episodes;
 4. naive Keras: the same single-game loop with a Keras model and `model.predict` per step.
+
+Loops 1 and 3 take turns with loop 2 (about 5 s each, `SLICE_SECONDS`), so that all three meet
+the same stretches of the machine's load and their ratios hold from run to run; loop 4 runs
+afterwards (its ~20 steps/s enter no ratio).
 
 With `--backend ray --workers N`, loops 3 and 4 give way to the trainer with `rollout.backend: ray`
 on a local Ray instance: N workers share the same number of games (`--num-envs`), so the ratio
@@ -36,25 +39,34 @@ FRAME_SKIP = 4
 PONG_UP, PONG_DOWN = 2, 3  # ALE action ids (RIGHT, LEFT) that move the paddle up and down
 
 
-def ceiling(seconds: float, num_envs: int) -> float:
-    """Agent steps per second of ale-py's vector env alone, with random actions.
+class CeilingLoop:
+    """ale-py's vector env alone, with random actions: the ceiling.
 
     It is the vector env pgkeras builds (same emulator settings), stepped directly: no
-    preprocessing, no network.
+    preprocessing, no network. `play(seconds)` can be called many times; the games go on.
     """
-    from pgkeras.envs import PONG_ACTIONS, PongVectorEnv
 
-    env = PongVectorEnv(num_envs, frame_skip=FRAME_SKIP)
-    (vector_env,) = env.vector_envs
-    rng = np.random.default_rng(0)
-    vector_env.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        vector_env.step(rng.choice(PONG_ACTIONS, size=num_envs))
-        steps += num_envs
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    def __init__(self, num_envs: int):
+        from pgkeras.envs import PONG_ACTIONS, PongVectorEnv
+
+        self.num_envs = num_envs
+        self.actions = PONG_ACTIONS
+        self.env = PongVectorEnv(num_envs, frame_skip=FRAME_SKIP)
+        (self.vector_env,) = self.env.vector_envs
+        self.rng = np.random.default_rng(0)
+        self.vector_env.reset(seed=0)
+        self.steps, self.seconds = 0, 0.0
+
+    def play(self, seconds: float) -> None:
+        """Steps all games for `seconds`, counting agent steps."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.vector_env.step(self.rng.choice(self.actions, size=self.num_envs))
+            self.steps += self.num_envs
+        self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.env.close()
 
 
 WARMUP_UPDATES = 3
@@ -62,12 +74,29 @@ WARMUP_UPDATES = 3
 shapes (batches vary by a few samples) and the games start from their first frames."""
 
 
-def pgkeras_trainer(seconds: float, num_envs: int, config_path: str, workers: int | None = None) -> float:
+SLICE_SECONDS = 5.0
+"""Trainer time between two turns of the other loops (see `pgkeras_trainer`)."""
+
+
+def pgkeras_trainer(
+    seconds: float,
+    num_envs: int,
+    config_path: str,
+    workers: int | None = None,
+    others: tuple = (),
+) -> float:
     """Agent steps per second of `pgkeras.train.train` in steady state (after `WARMUP_UPDATES`),
     collection, updates, checkpoints and curve refreshes included. With `workers`, the Ray
-    backend with that many workers, each playing its share of the `num_envs` games."""
+    backend with that many workers, each playing its share of the `num_envs` games.
+
+    `others` (loops with `play(seconds)`) take turns with the trainer: after each update that ends
+    `SLICE_SECONDS` or more of trainer time, each plays as long as the trainer just did, while
+    the trainer waits, and that wait is not counted as trainer time. The loops thus share the same
+    stretches of this machine's load, which on a shared machine moves by more than the
+    differences being measured.
+    """
     from pgkeras.config import load_config
-    from pgkeras.metrics import ProgressLine, read_metrics
+    from pgkeras.metrics import ProgressLine
     from pgkeras.train import train
 
     groups = load_config(config_path).env.num_groups
@@ -77,19 +106,31 @@ def pgkeras_trainer(seconds: float, num_envs: int, config_path: str, workers: in
         num_envs = max(1, num_envs // workers)
     overrides += [f"env.num_envs={num_envs}", f"env.num_groups={groups if num_envs % groups == 0 else 1}"]
     config = load_config(config_path, overrides)
-    started: list[float] = []
+    clock = {"trainer": 0.0, "turn": 0.0, "steps": 0, "since": 0.0}
+
+    def turn(trainer_seconds: float) -> None:
+        for loop in others:
+            loop.play(trainer_seconds)
 
     def enough(row, model) -> bool:
+        now = time.perf_counter()
+        if row.update < WARMUP_UPDATES:
+            return False
         if row.update == WARMUP_UPDATES:
-            started.append(row.wall_time)
-        return bool(started) and row.wall_time - started[0] > seconds
+            clock["first_steps"] = row.env_steps
+        else:
+            clock["trainer"] += now - clock["since"]
+            clock["steps"] = row.env_steps - clock["first_steps"]
+        done = clock["trainer"] >= seconds
+        if clock["trainer"] - clock["turn"] >= SLICE_SECONDS or (done and clock["trainer"] > clock["turn"]):
+            turn(clock["trainer"] - clock["turn"])
+            clock["turn"] = clock["trainer"]
+        clock["since"] = time.perf_counter()
+        return done
 
     with tempfile.TemporaryDirectory() as folder, open("/dev/null", "w") as quiet:
-        run_dir = Path(folder) / "run"
-        train(config, run_dir, progress=ProgressLine(stream=quiet), on_update=enough)
-        rows = read_metrics(run_dir / "metrics.csv")
-    first, last = rows[WARMUP_UPDATES - 1], rows[-1]
-    return (last["env_steps"] - first["env_steps"]) / (last["wall_time"] - first["wall_time"])
+        train(config, Path(folder) / "run", progress=ProgressLine(stream=quiet), on_update=enough)
+    return clock["steps"] / clock["trainer"]
 
 
 def ray_worker_memory_mb(num_envs: int, config_path: str, workers: int) -> list[float]:
@@ -142,63 +183,75 @@ def discount_rewards(rewards: np.ndarray, gamma: float = 0.99) -> np.ndarray:
     return discounted
 
 
-def numpy_reference(seconds: float) -> float:
-    """Agent steps per second of Karpathy's pg-pong.py algorithm: one game, numpy, per-step forward."""
-    import gymnasium as gym
+class NumpyReferenceLoop:
+    """Karpathy's pg-pong.py algorithm: one game, a numpy forward pass per step, a manual backward
+    pass per episode, RMSprop every 10 episodes. `play(seconds)` can be called many times; the
+    game and the learning go on."""
 
-    gym.register_envs(__import__("ale_py"))
-    env = gym.make("ALE/Pong-v5", frameskip=FRAME_SKIP, repeat_action_probability=0.0)
-    rng = np.random.default_rng(0)
     hidden, size, learning_rate, decay, batch_size = 200, 6400, 1e-4, 0.99, 10
-    model = {
-        "W1": rng.normal(size=(hidden, size)) / np.sqrt(size),
-        "W2": rng.normal(size=hidden) / np.sqrt(hidden),
-    }
-    gradient_buffer = {k: np.zeros_like(v) for k, v in model.items()}
-    rmsprop_cache = {k: np.zeros_like(v) for k, v in model.items()}
 
-    observation, _ = env.reset(seed=0)
-    previous = None
-    xs, hs, dlogps, rewards = [], [], [], []
-    episodes, steps, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        current = karpathy_prepro(observation)
-        x = current - previous if previous is not None else np.zeros(size)
-        previous = current
-        h = np.maximum(model["W1"] @ x, 0.0)
-        probability_up = 1.0 / (1.0 + np.exp(-(model["W2"] @ h)))
-        action = PONG_UP if rng.random() < probability_up else PONG_DOWN
-        xs.append(x)
-        hs.append(h)
-        dlogps.append((1.0 if action == PONG_UP else 0.0) - probability_up)
-        observation, reward, terminated, truncated, _ = env.step(
-            action
-        )  # indices into the minimal action set, as in pg-pong.py
-        rewards.append(reward)
-        steps += 1
-        if terminated or truncated:
-            episodes += 1
-            epx, eph, epr = np.vstack(xs), np.vstack(hs), np.array(rewards)
-            advantages = discount_rewards(epr)
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            epdlogp = np.array(dlogps)[:, None] * advantages[:, None]
-            grad_w2 = eph.T @ epdlogp[:, 0]
-            dh = np.outer(epdlogp[:, 0], model["W2"])
-            dh[eph <= 0] = 0
-            gradient_buffer["W1"] += dh.T @ epx
-            gradient_buffer["W2"] += grad_w2
-            if episodes % batch_size == 0:
-                for key, weight in model.items():
-                    g = gradient_buffer[key]
-                    rmsprop_cache[key] = decay * rmsprop_cache[key] + (1 - decay) * g**2
-                    weight += learning_rate * g / (np.sqrt(rmsprop_cache[key]) + 1e-5)
-                    gradient_buffer[key] = np.zeros_like(weight)
-            xs, hs, dlogps, rewards = [], [], [], []
-            observation, _ = env.reset()
-            previous = None
-    rate = steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    def __init__(self):
+        import gymnasium as gym
+
+        gym.register_envs(__import__("ale_py"))
+        self.env = gym.make("ALE/Pong-v5", frameskip=FRAME_SKIP, repeat_action_probability=0.0)
+        self.rng = np.random.default_rng(0)
+        self.model = {
+            "W1": self.rng.normal(size=(self.hidden, self.size)) / np.sqrt(self.size),
+            "W2": self.rng.normal(size=self.hidden) / np.sqrt(self.hidden),
+        }
+        self.gradient_buffer = {k: np.zeros_like(v) for k, v in self.model.items()}
+        self.rmsprop_cache = {k: np.zeros_like(v) for k, v in self.model.items()}
+        self.observation, _ = self.env.reset(seed=0)
+        self.previous = None
+        self.xs, self.hs, self.dlogps, self.rewards = [], [], [], []
+        self.episodes, self.steps, self.seconds = 0, 0, 0.0
+
+    def play(self, seconds: float) -> None:
+        """Plays and learns for `seconds`, counting agent steps."""
+        model, rng = self.model, self.rng
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            current = karpathy_prepro(self.observation)
+            x = current - self.previous if self.previous is not None else np.zeros(self.size)
+            self.previous = current
+            h = np.maximum(model["W1"] @ x, 0.0)
+            probability_up = 1.0 / (1.0 + np.exp(-(model["W2"] @ h)))
+            action = PONG_UP if rng.random() < probability_up else PONG_DOWN
+            self.xs.append(x)
+            self.hs.append(h)
+            self.dlogps.append((1.0 if action == PONG_UP else 0.0) - probability_up)
+            self.observation, reward, terminated, truncated, _ = self.env.step(action)
+            self.rewards.append(reward)
+            self.steps += 1
+            if terminated or truncated:
+                self._learn_from_episode()
+        self.seconds += time.perf_counter() - start
+
+    def _learn_from_episode(self) -> None:
+        model = self.model
+        self.episodes += 1
+        epx, eph, epr = np.vstack(self.xs), np.vstack(self.hs), np.array(self.rewards)
+        advantages = discount_rewards(epr)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        epdlogp = np.array(self.dlogps)[:, None] * advantages[:, None]
+        grad_w2 = eph.T @ epdlogp[:, 0]
+        dh = np.outer(epdlogp[:, 0], model["W2"])
+        dh[eph <= 0] = 0
+        self.gradient_buffer["W1"] += dh.T @ epx
+        self.gradient_buffer["W2"] += grad_w2
+        if self.episodes % self.batch_size == 0:
+            for key, weight in model.items():
+                g = self.gradient_buffer[key]
+                self.rmsprop_cache[key] = self.decay * self.rmsprop_cache[key] + (1 - self.decay) * g**2
+                weight += self.learning_rate * g / (np.sqrt(self.rmsprop_cache[key]) + 1e-5)
+                self.gradient_buffer[key] = np.zeros_like(weight)
+        self.xs, self.hs, self.dlogps, self.rewards = [], [], [], []
+        self.observation, _ = self.env.reset()
+        self.previous = None
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def naive_keras(seconds: float) -> float:
@@ -262,9 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_tensorflow()
 
-    results = {"ceiling": ceiling(args.seconds, args.num_envs)}
-    results["pgkeras"] = pgkeras_trainer(args.seconds, args.num_envs, args.config)
+    # The ceiling and the numpy reference take turns with the trainer (see pgkeras_trainer).
+    others = {"ceiling": CeilingLoop(args.num_envs)}
+    if args.backend == "local":
+        others["numpy_reference"] = NumpyReferenceLoop()
+    pgkeras_rate = pgkeras_trainer(args.seconds, args.num_envs, args.config, others=tuple(others.values()))
+    for loop in others.values():
+        loop.close()
+    results = {name: loop.steps / loop.seconds for name, loop in others.items()}
+    results["pgkeras"] = pgkeras_rate
     peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = {name: results[name] for name in ("ceiling", "pgkeras", "numpy_reference") if name in results}
     report = {
         "num_envs": args.num_envs,
         "seconds": args.seconds,
@@ -278,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         report["ray_over_local"] = results["pgkeras_ray"] / results["pgkeras"]
         report["ray_worker_memory_mb"] = ray_worker_memory_mb(args.num_envs, args.config, args.workers)
     else:
-        results["numpy_reference"] = numpy_reference(args.seconds)
         if not args.skip_naive:
             results["naive_keras"] = naive_keras(args.seconds)
         report["pgkeras_over_reference"] = results["pgkeras"] / results["numpy_reference"]
@@ -298,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resident memory of each Ray worker: {memory} MB")
     else:
         print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
-    print(f"peak memory up to the end of the pgkeras loop: {peak_memory_mb:,.0f} MB")
+    print(f"peak memory of this process up to the end of the pgkeras loop (ceiling and reference included): {peak_memory_mb:,.0f} MB")
     return 0
 
 
