@@ -89,3 +89,29 @@ def test_buffers_grow_for_long_episodes():
 def test_exactly_one_batch_size_setting_is_required():
     with pytest.raises(ValueError, match="exactly one"):
         RolloutCollector(make_scripted(), 0.9, True, episodes_per_update=2, samples_per_update=10)
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_games_are_played_with_numpy_blas_on_one_thread_and_the_limit_is_restored():
+    # An idle BLAS worker spins on a core the emulator threads need (benchmarks/README.md).
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+
+    def choose(observations):
+        seen.append(blas_threads())
+        return alternate(observations)
+
+    collector = RolloutCollector(
+        make_scripted(), gamma=0.9, reset_on_reward=True, samples_per_update=5, seed=0
+    )
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        collector.collect_batch(choose)
+        assert blas_threads() == before
+    assert seen and all(threads == [1] * len(before) for threads in seen)
