@@ -358,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resident memory of each Ray worker: {memory} MB")
     else:
         print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
-    print(f"peak memory of this process up to the end of the pgkeras loop (ceiling and reference included): {peak_memory_mb:,.0f} MB")
+    print(
+        "peak memory of this process up to the end of the pgkeras loop (ceiling and reference "
+        f"included): {peak_memory_mb:,.0f} MB"
+    )
     return 0
 
 

@@ -532,6 +532,8 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
             config.model.kind,
             "mlp or linear_gaussian with rollout.backend ray (its workers run the policy in numpy)",
         )
+    if config.ray.address and config.ray.address != "auto" and ray_head(config.ray.address) is None:
+        fail("ray.address", config.ray.address, "empty (a local Ray), auto, or a head node's HOST:PORT")
     share = train.samples_per_update if train.samples_per_update is not None else train.episodes_per_update
     if share < rollout.num_workers:
         fail(
@@ -539,6 +541,15 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
             rollout.num_workers,
             f"at most the batch size ({share}), so that every worker has a share of each batch",
         )
+
+
+def ray_head(address: str) -> tuple[str, int] | None:
+    """`(host, port)` of a `ray.address` such as `10.0.0.5:6379` or `ray://10.0.0.5:10001`; None if
+    `address` has no such form."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _validate_lqr(lqr: LQRConfig, fail: typing.Callable[[str, Any, str], None]) -> None:

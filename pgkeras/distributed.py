@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from pgkeras.config import RAY_INSTALL_HINT, Config, config_from_dict, config_to_dict
+from pgkeras.config import RAY_INSTALL_HINT, Config, ConfigError, config_from_dict, config_to_dict, ray_head
 from pgkeras.envs import make_env
 from pgkeras.inference import NumpyPolicy, Parameters
 from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches, derive_seed
@@ -41,6 +42,29 @@ RETRY_SECONDS = 0.5
 """Pause between asking a restarting worker again."""
 READY_TIMEOUT_SECONDS = 300.0
 """How long the learner waits for all workers to start (a cluster may have to find CPUs)."""
+
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""How long `check_ray_address` waits for a head node to answer."""
+
+
+def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Raises `ConfigError` (one line) if `ray.address` names a head node that does not answer.
+
+    Ray itself retries an unreachable address for minutes; this fails within `timeout`. An empty
+    address (a local Ray) and `auto` (found by Ray on this machine) are not checked.
+    """
+    head = ray_head(address) if address and address != "auto" else None
+    if head is None:
+        return
+    try:
+        socket.create_connection(head, timeout=timeout).close()
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise ConfigError(
+            f"ray.address: cannot reach {address} within {timeout:g} s ({reason}); expected a running "
+            "Ray head node (`ray start --head` prints its address), auto, or empty for a local Ray"
+        ) from None
 
 
 class RolloutWorkerError(RuntimeError):

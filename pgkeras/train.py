@@ -25,7 +25,7 @@ from pgkeras.checkpoints import (
     save_model_atomically,
 )
 from pgkeras.config import Config, check_resume_changes, config_from_dict, save_config
-from pgkeras.distributed import RayRolloutCollector
+from pgkeras.distributed import RayRolloutCollector, check_ray_address
 from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
@@ -140,6 +140,8 @@ def train(
         saved_path = run_dir / "config.yaml"
         saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
         check_resume_changes(saved, config, str(saved_path))
+    if config.rollout.backend == "ray":
+        check_ray_address(config.ray.address)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train

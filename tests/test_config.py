@@ -149,6 +149,10 @@ def test_toy_configs_name_their_families():
             ],
             "rollout.num_workers: got 4, expected at most the batch size (2)",
         ),  # fmt: skip
+        (
+            ["rollout.backend=ray", "ray.address=head-node"],
+            "ray.address: got 'head-node', expected empty (a local Ray), auto, or a head node's HOST:PORT",
+        ),
     ],
 )
 def test_rollout_settings_are_checked(overrides, message):

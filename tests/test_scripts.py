@@ -58,6 +58,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, mess
     assert not run_dir.exists()
 
 
+def test_unreachable_ray_head_fails_in_seconds_and_writes_nothing(tmp_path):
+    pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
+    run_dir = tmp_path / "never"
+    # Port 1 on this machine refuses at once; Ray alone would retry for minutes.
+    args = ["--set", "rollout.backend=ray", "--set", "ray.address=127.0.0.1:1", "--run-dir", run_dir]
+    result = run(SCRIPTS / "train_pong.py", *args, timeout=60)
+    assert result.returncode == 2
+    assert "error: ray.address: cannot reach 127.0.0.1:1 within 5 s (Connection refused)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
+
 def test_generic_trainer_needs_a_config(tmp_path):
     result = run(SCRIPTS / "train.py", cwd=tmp_path)
     assert result.returncode == 2 and "--config" in result.stderr
