@@ -545,7 +545,12 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
 
 def ray_head(address: str) -> tuple[str, int] | None:
     """`(host, port)` of a `ray.address` such as `10.0.0.5:6379` or `ray://10.0.0.5:10001`; None if
-    `address` has no such form."""
+    `address` has no such form.
+
+    Example:
+        >>> ray_head("ray://10.0.0.5:10001"), ray_head("[::1]:6379"), ray_head("head-node")
+        (('10.0.0.5', 10001), ('::1', 6379), None)
+    """
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         return None
