@@ -54,7 +54,7 @@ def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_SECO
     Ray itself retries an unreachable address for minutes; this fails within `timeout`. An empty
     address (a local Ray) and `auto` (found by Ray on this machine) are not checked.
     """
-    head = ray_head(address) if address and address != "auto" else None
+    head = ray_head(address or "")  # None for empty and auto
     if head is None:
         return
     try:
