@@ -129,12 +129,20 @@ class PongVectorEnv:
         ]
         self.differences = [FrameDifference(group_size) for _ in range(num_groups)]
         self.rgb = rgb
+        self.sticky_action_prob = sticky_action_prob
         self.last_screens: np.ndarray | None = None
         """With `rgb`: the colour screens `(N, 210, 160, 3)` of the latest reset or step (for
         recording). Without, the screens of the latest reset only: steps do not copy them."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences."""
+        """Starts every game anew; game i is seeded with `seed + i`. Returns zero differences.
+
+        Without sticky actions the seed is not passed on: ALE's Pong then plays the same game for
+        every seed and after any earlier play (tests/test_envs.py checks this), and a seed would
+        only make ale-py reload the ROM, about 60 ms per game.
+        """
+        if not self.sticky_action_prob:
+            seed = None
         screens = []
         for rows, vector_env in zip(self.groups, self.vector_envs, strict=True):
             group_screens, _ = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pgkeras.config import LQRConfig, load_config
-from pgkeras.envs import LQRVectorEnv, PongVectorEnv, make_env, riccati_gain
+from pgkeras.envs import PONG_ACTIONS, LQRVectorEnv, PongVectorEnv, make_env, riccati_gain
 
 
 def test_pong_groups_give_each_game_its_own_row():
@@ -27,6 +27,41 @@ def test_pong_groups_give_each_game_its_own_row():
     assert len({step.observations[i].tobytes() for i in range(4)}) == 4
     for env in [together, *alone]:
         env.close()
+
+
+def play_pong(env, seed, actions):
+    """Screens of `env`'s games after `env.reset(seed)` and each row of `actions`."""
+    screens = [env.reset(seed=seed)]
+    for row in actions:
+        screens.append(env.step(row).observations)
+    return np.stack(screens)
+
+
+def test_pong_without_sticky_actions_is_the_same_game_for_every_seed():
+    """PongVectorEnv.reset drops the seed without sticky actions, sparing a ROM reload at every
+    checkpoint; resume stays exact only while ALE's Pong ignores the seed and earlier play."""
+    env = PongVectorEnv(2)
+    vector_env = env.vector_envs[0]
+    actions = np.random.default_rng(0).integers(0, 2, size=(400, 2))
+
+    def screens_after_reset(seed):
+        first, _ = vector_env.reset(seed=seed)
+        return np.stack([first] + [vector_env.step(PONG_ACTIONS[row])[0] for row in actions])
+
+    seeded = screens_after_reset(1)
+    assert np.array_equal(screens_after_reset(12345), seeded)
+    assert np.array_equal(screens_after_reset(None), seeded)  # after 400 steps of play
+    assert not np.array_equal(seeded[:, 0], seeded[:, 1])  # the actions did steer the games
+    env.close()
+
+
+def test_pong_with_sticky_actions_follows_its_seed():
+    env = PongVectorEnv(2, sticky_action_prob=0.25)
+    actions = np.random.default_rng(0).integers(0, 2, size=(400, 2))
+    first = play_pong(env, 1, actions)
+    assert np.array_equal(play_pong(env, 1, actions), first)
+    assert not np.array_equal(play_pong(env, 2, actions), first)
+    env.close()
 
 
 def linear_policy_cost(A, B, Q, R, K, discount):
