@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = ", ".join(f"{size:,.0f}" for size in report["ray_worker_memory_mb"])
         print(f"resident memory of each Ray worker: {memory} MB")
     else:
-        print(f"pgkeras / reference: {report['pgkeras_over_reference']:.1f}x")
+        print(f"pgkeras / reference: {report['pgkeras_over_reference']:.2f}x")
     print(
         "peak memory of this process up to the end of the pgkeras loop (ceiling and reference "
         f"included): {peak_memory_mb:,.0f} MB"
