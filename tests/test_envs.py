@@ -30,7 +30,8 @@ def test_pong_groups_give_each_game_its_own_row():
 
 
 def play_pong(env, seed, actions):
-    """Screens of `env`'s games after `env.reset(seed)` and each row of `actions`."""
+    """Observations (frame differences) of `env`'s games after `env.reset(seed)` and each row of
+    `actions`."""
     screens = [env.reset(seed=seed)]
     for row in actions:
         screens.append(env.step(row).observations)
@@ -56,6 +57,7 @@ def test_pong_without_sticky_actions_is_the_same_game_for_every_seed():
 
 
 def test_pong_with_sticky_actions_follows_its_seed():
+    """With sticky actions the seed is passed on, so that seeded runs still repeat exactly."""
     env = PongVectorEnv(2, sticky_action_prob=0.25)
     actions = np.random.default_rng(0).integers(0, 2, size=(400, 2))
     first = play_pong(env, 1, actions)
