@@ -32,10 +32,10 @@ def test_pong_groups_give_each_game_its_own_row():
 def play_pong(env, seed, actions):
     """Observations (frame differences) of `env`'s games after `env.reset(seed)` and each row of
     `actions`."""
-    screens = [env.reset(seed=seed)]
+    observations = [env.reset(seed=seed)]
     for row in actions:
-        screens.append(env.step(row).observations)
-    return np.stack(screens)
+        observations.append(env.step(row).observations)
+    return np.stack(observations)
 
 
 def test_pong_without_sticky_actions_is_the_same_game_for_every_seed():
