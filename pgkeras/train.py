@@ -90,9 +90,14 @@ def update_policy(
     else:
         targets = actions.astype(np.float32).reshape(-1, 1)
         weights = gaussian_sample_weights(advantages, sigma)
+    one_step = minibatch_size is None or minibatch_size >= len(targets)
+    if keras.backend.backend() == "jax":
+        observations, targets, weights = pad_to_few_sizes(
+            observations, targets, weights, None if one_step else minibatch_size
+        )
     # Observations go in their compact dtype (int8 for Pong): Keras casts them to the input's float32
     # inside the compiled step, which is cheaper than a 4x larger float32 copy here.
-    if minibatch_size is None or minibatch_size >= len(actions):
+    if one_step:
         # One optimizer step on the whole batch: what fit(..., batch_size=len(actions), epochs=1)
         # does, without building a dataset pipeline, which would cost as much as the step itself.
         # tests/test_trick.py checks that both give the same weights.
@@ -107,6 +112,58 @@ def update_policy(
         verbose=0,
     )
     return float(history.history["loss"][-1])
+
+
+def pad_to_few_sizes(
+    observations: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    minibatch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pads a batch with zero-weight rows so that its optimizer steps come in a few sizes only.
+
+    JAX compiles the training step anew for every batch size it meets (about a second each on a
+    CPU), and a batch of finished points has a new size at nearly every update. Padding the whole
+    batch to the next multiple of 1/8 of the power of two below its size (5,000 samples become
+    5,120) keeps the sizes to at most 8 per doubling. Padding the last minibatch to a full one
+    keeps them to one. The padded rows have zero observations, the first one-hot target (or 0)
+    and weight 0, so they add nothing to the loss; Keras averages the weighted losses over the
+    rows of a step, padding included, so the real weights of each step are scaled by
+    (rows of the step) / (real rows in it). Each step's loss, and so its gradient, is then the
+    one of the unpadded batch. TensorFlow traces its step for any batch size after the second
+    one, so `update_policy` pads on JAX only.
+
+    Args:
+        observations: `(T, ...)` observations.
+        targets: `(T, K)` one-hot actions or `(T, 1)` continuous actions.
+        weights: float32 `(T,)` per-sample weights.
+        minibatch_size: the `fit` batch size, or None for one step on the whole batch.
+
+    Returns:
+        `(observations, targets, weights)` with the same dtypes, padded along the first axis.
+    """
+    size = len(targets)
+    if minibatch_size is None or minibatch_size >= size:
+        granule = max(1, 2 ** (size.bit_length() - 1) // 8)
+        last_step = slice(0, size)
+    else:
+        granule = minibatch_size
+        last_step = slice(size - size % minibatch_size, size)
+    padded_size = -(-size // granule) * granule
+    if padded_size == size:
+        return observations, targets, weights
+    step_rows = padded_size - last_step.start
+    weights = weights.astype(np.float32, copy=True)
+    weights[last_step] *= step_rows / (last_step.stop - last_step.start)
+    extra = padded_size - size
+    padded_targets = np.zeros((extra, *targets.shape[1:]), targets.dtype)
+    if targets.shape[-1] > 1:
+        padded_targets[:, 0] = 1  # a valid one-hot row; its weight is 0
+    return (
+        np.concatenate([observations, np.zeros((extra, *observations.shape[1:]), observations.dtype)]),
+        np.concatenate([targets, padded_targets]),
+        np.concatenate([weights, np.zeros(extra, np.float32)]),
+    )
 
 
 def train(

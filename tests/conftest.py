@@ -1,4 +1,4 @@
-"""Shared test setup: quiet TensorFlow, repository paths, and a seeded Keras."""
+"""Shared test setup: quiet TensorFlow, repository paths, a seeded Keras, and full float32 products."""
 
 import os
 import sys
@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 SCRIPTS = REPO / "scripts"
 PYTHON = sys.executable
+
+# On recent NVIDIA GPUs both backends multiply float32 matrices in TF32 (10-bit mantissas) unless told
+# otherwise, which is fine for training but not for tests that compare an update with the exact
+# policy-gradient step. On a CPU this changes nothing.
+if keras.backend.backend() == "jax":
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+elif keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
 @pytest.fixture(autouse=True)

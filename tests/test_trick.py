@@ -1,15 +1,19 @@
 """The cross-entropy trick is the policy gradient: analytic == Keras autodiff == finite differences,
 and one `model.fit` step with SGD moves the weights by exactly lr * (1/T) sum_i A_i grad log pi."""
 
+import os
+import subprocess
+
 import keras
 import numpy as np
 import pytest
+from conftest import PYTHON, REPO
 
 from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.gradients import mlp_forward, mlp_policy_gradient
 from pgkeras.policies import build_policy
-from pgkeras.train import update_policy
+from pgkeras.train import pad_to_few_sizes, update_policy
 
 
 def trick_loss(weights, observations, actions, advantages):
@@ -83,7 +87,13 @@ def test_one_fit_step_is_the_policy_gradient_step(seed):
     learning_rate = 0.1
     model = small_policy(seed, learning_rate=learning_rate)
     before = [w.astype(np.float64) for w in model.get_weights()]
-    observations, actions, advantages = random_batch(rng, 9, 6, 3)
+    observations, _, advantages = random_batch(rng, 9, 6, 3)
+    # Actions drawn from the policy, as in a rollout. Keras's cross-entropy on JAX (and torch) clips
+    # probabilities to [1e-7, 1 - 1e-7], so an action the policy gives less than 1e-7, which a
+    # rollout practically never samples, would get no gradient there (seed 2's random actions had
+    # one at 1.5e-10); TensorFlow's reads the softmax's logits and is exact even then.
+    probabilities = model.predict_on_batch(observations).astype(np.float64)
+    actions = np.array([rng.choice(3, p=p / p.sum()) for p in probabilities])
 
     update_policy(model, observations, actions, advantages)
 
@@ -151,3 +161,74 @@ def test_minibatches_take_one_optimizer_step_each():
     model = small_policy(4)
     update_policy(model, observations, actions, advantages, minibatch_size=4)
     assert int(model.optimizer.iterations.numpy()) == 3
+
+
+def one_hot_batch(rng, num_samples):
+    observations, actions, advantages = random_batch(rng, num_samples, 6, 3, values=np.array([-1, 0, 1]))
+    return observations.astype(np.int8), keras.utils.to_categorical(actions, 3), advantages
+
+
+def test_padding_for_jax_leaves_every_optimizer_step_unchanged():
+    """JAX compiles a step per batch size, so update_policy pads batches there: the padded rows must
+    change nothing. Adam's first steps are sign-like, so 3 of them would hide a wrongly scaled loss;
+    SGD moves by exactly lr * gradient, and so shows any scale."""
+    rng = np.random.default_rng(7)
+    observations, targets, advantages = one_hot_batch(rng, 37)
+    padded = pad_to_few_sizes(observations, targets, advantages)
+    assert len(padded[0]) == 40  # the next multiple of 32 / 8 = 4
+    assert padded[0].dtype == np.int8 and padded[2][37:].tolist() == [0, 0, 0]
+    for minibatch_size, padded_size in [(None, 40), (10, 40), (16, 48)]:
+        plain, padding = small_policy(8, learning_rate=0.05), small_policy(8, learning_rate=0.05)
+        xs, ys, ws = pad_to_few_sizes(observations, targets, advantages, minibatch_size)
+        assert len(xs) == len(ys) == len(ws) == padded_size
+        for _ in range(2):
+            plain.fit(observations, targets, sample_weight=advantages, batch_size=minibatch_size or 37,
+                      epochs=1, shuffle=False, verbose=0)  # fmt: skip
+            padding.fit(xs, ys, sample_weight=ws, batch_size=minibatch_size or padded_size,
+                        epochs=1, shuffle=False, verbose=0)  # fmt: skip
+        assert int(padding.optimizer.iterations.numpy()) == int(plain.optimizer.iterations.numpy())
+        for a, b in zip(plain.get_weights(), padding.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_keeps_the_batch_sizes_to_a_few():
+    rng = np.random.default_rng(8)
+    sizes = {len(pad_to_few_sizes(*one_hot_batch(rng, size))[0]) for size in range(5000, 5600, 7)}
+    assert sizes == {5120, 5632}  # 5,000 to 5,600 samples: two compiled steps, not 86
+    assert {len(pad_to_few_sizes(*one_hot_batch(rng, size), 64)[0]) % 64 for size in (100, 129, 200)} == {0}
+    unchanged = one_hot_batch(rng, 5120)
+    assert pad_to_few_sizes(*unchanged)[0] is unchanged[0]
+
+
+JAX_COMPILES = """
+import logging
+import jax, numpy as np
+from pgkeras.config import ModelConfig, TrainConfig
+from pgkeras.policies import build_policy
+from pgkeras.train import update_policy
+
+compiled = []
+logging.getLogger("jax").addHandler(logging.Handler())
+logging.getLogger("jax").handlers[-1].emit = lambda record: compiled.append(record.getMessage())
+jax.config.update("jax_log_compiles", True)
+rng = np.random.default_rng(0)
+model = build_policy(ModelConfig(hidden_units=[8]), TrainConfig(), (16,), 2)
+for size in (1000, 1001, 1013, 1020):
+    if size == 1001:
+        compiled.clear()
+    update_policy(model, rng.integers(-1, 2, (size, 16)).astype(np.int8), rng.integers(0, 2, size),
+                  rng.normal(size=size).astype(np.float32))
+print(len([message for message in compiled if "Compiling" in message]))
+"""
+
+
+def test_jax_compiles_no_new_step_for_each_batch_size():
+    """Each JAX compilation costs about a second, and nearly every update brings a new batch size."""
+    pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[dev]' installs it)")
+    # On a GPU, a JAX process (pytest's own, on the JAX backend) holds 75% of its memory by default.
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    result = subprocess.run(
+        [PYTHON, "-c", JAX_COMPILES], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]  # the step compiled for 1,000 samples serves 1,001 to 1,020
