@@ -35,7 +35,9 @@ def crossings(metrics_csv: Path) -> dict[int, tuple[float, int] | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--runs", nargs="*", type=Path, help="finished run folders to summarise instead of training"
     )

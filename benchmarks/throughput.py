@@ -299,7 +299,10 @@ def naive_keras(seconds: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="measuring time of each loop")
     parser.add_argument("--num-envs", type=int, default=8, help="games of the ceiling and pgkeras loops")
     parser.add_argument("--config", default="configs/pong.yaml", help="config of the pgkeras loop")
