@@ -170,8 +170,8 @@ def one_hot_batch(rng, num_samples):
 
 def test_padding_for_jax_leaves_every_optimizer_step_unchanged():
     """JAX compiles a step per batch size, so update_policy pads batches there: the padded rows must
-    change nothing. Adam's first steps are sign-like, so 3 of them would hide a wrongly scaled loss;
-    SGD moves by exactly lr * gradient, and so shows any scale."""
+    change nothing. The policies train with SGD, which moves by exactly lr * gradient and so shows
+    a wrongly scaled loss (Adam's first, sign-like steps would hide it)."""
     rng = np.random.default_rng(7)
     observations, targets, advantages = one_hot_batch(rng, 37)
     padded = pad_to_few_sizes(observations, targets, advantages)
@@ -207,18 +207,24 @@ from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.policies import build_policy
 from pgkeras.train import update_policy
 
-compiled = []
-logging.getLogger("jax").addHandler(logging.Handler())
-logging.getLogger("jax").handlers[-1].emit = lambda record: compiled.append(record.getMessage())
+class Compilations(logging.Handler):
+    count = 0
+
+    def emit(self, record):
+        self.count += "Compiling" in record.getMessage()
+
+
+compilations = Compilations()
+logging.getLogger("jax").addHandler(compilations)
 jax.config.update("jax_log_compiles", True)
 rng = np.random.default_rng(0)
 model = build_policy(ModelConfig(hidden_units=[8]), TrainConfig(), (16,), 2)
 for size in (1000, 1001, 1013, 1020):
     if size == 1001:
-        compiled.clear()
+        compilations.count = 0
     update_policy(model, rng.integers(-1, 2, (size, 16)).astype(np.int8), rng.integers(0, 2, size),
                   rng.normal(size=size).astype(np.float32))
-print(len([message for message in compiled if "Compiling" in message]))
+print(compilations.count)
 """
 
 
