@@ -92,9 +92,7 @@ def update_policy(
         weights = gaussian_sample_weights(advantages, sigma)
     one_step = minibatch_size is None or minibatch_size >= len(targets)
     if keras.backend.backend() == "jax":
-        observations, targets, weights = pad_to_few_sizes(
-            observations, targets, weights, None if one_step else minibatch_size
-        )
+        observations, targets, weights = pad_to_few_sizes(observations, targets, weights, minibatch_size)
     # Observations go in their compact dtype (int8 for Pong): Keras casts them to the input's float32
     # inside the compiled step, which is cheaper than a 4x larger float32 copy here.
     if one_step:
@@ -152,18 +150,17 @@ def pad_to_few_sizes(
     padded_size = -(-size // granule) * granule
     if padded_size == size:
         return observations, targets, weights
-    step_rows = padded_size - last_step.start
-    weights = weights.astype(np.float32, copy=True)
-    weights[last_step] *= step_rows / (last_step.stop - last_step.start)
-    extra = padded_size - size
-    padded_targets = np.zeros((extra, *targets.shape[1:]), targets.dtype)
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        out = np.zeros((padded_size, *array.shape[1:]), array.dtype)
+        out[:size] = array
+        return out
+
+    observations, targets, weights = padded(observations), padded(targets), padded(weights)
+    weights[last_step] *= (padded_size - last_step.start) / (size - last_step.start)
     if targets.shape[-1] > 1:
-        padded_targets[:, 0] = 1  # a valid one-hot row; its weight is 0
-    return (
-        np.concatenate([observations, np.zeros((extra, *observations.shape[1:]), observations.dtype)]),
-        np.concatenate([targets, padded_targets]),
-        np.concatenate([weights, np.zeros(extra, np.float32)]),
-    )
+        targets[size:, 0] = 1  # valid one-hot rows; their weight is 0
+    return observations, targets, weights
 
 
 def train(
