@@ -20,6 +20,7 @@ import yaml
 
 from pgkeras.checkpoints import (
     TrainingState,
+    copy_file_atomically,
     load_latest_checkpoint,
     save_checkpoint,
     save_model_atomically,
@@ -259,23 +260,28 @@ def train(
             update, env_steps, episodes, running_reward, best,
             time.perf_counter() - wall_start, rng.bit_generator.state,
         )  # fmt: skip
-        save_checkpoint(run_dir, model, state)
+        saved = save_checkpoint(run_dir, model, state) / "model.keras"
         if eval_env is None:
-            keep_if_best(running_reward)
+            keep_if_best(running_reward, saved)
         elif not (run_dir / "best.keras").exists():
-            save_model_atomically(model, run_dir / "best.keras")
+            copy_file_atomically(saved, run_dir / "best.keras")
         # Drawing costs ~0.6 s of CPU the games would otherwise use: at most once a minute.
         if final or time.perf_counter() - curve_drawn_at >= CURVE_REFRESH_SECONDS:
             plot_runs([run_dir], run_dir / "curve.png")
             curve_drawn_at = time.perf_counter()
 
-    def keep_if_best(score: float | None) -> None:
+    def keep_if_best(score: float | None, saved: Path | None = None) -> None:
+        """Keeps the model as best.keras if `score` beats the best; `saved`: a file of the model
+        as it is now, copied instead of saving again."""
         nonlocal best
         improved = score is not None and (best is None or score > best)
         # Until an episode has finished there is no score: the first checkpoint stands in as best.
         if improved or not (run_dir / "best.keras").exists():
             best = score if improved else best
-            save_model_atomically(model, run_dir / "best.keras")
+            if saved is None:
+                save_model_atomically(model, run_dir / "best.keras")
+            else:
+                copy_file_atomically(saved, run_dir / "best.keras")
 
     try:
         with _stop_requests() as stop_requested:

@@ -9,6 +9,7 @@ from pgkeras.checkpoints import (
     TrainingState,
     list_checkpoints,
     load_latest_checkpoint,
+    load_policy,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -68,3 +69,20 @@ def test_an_unfinished_save_is_ignored(run_with_three_checkpoints):
 def test_no_good_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no readable checkpoint"):
         load_latest_checkpoint(tmp_path)
+
+
+def test_the_run_folders_model_is_the_newest_checkpoints_and_saving_over_it_spares_the_checkpoint(
+    run_with_three_checkpoints,
+):
+    newest = list_checkpoints(run_with_three_checkpoints)[0]
+    latest = run_with_three_checkpoints / "model.keras"
+    assert latest.read_bytes() == (newest / "model.keras").read_bytes()
+    assert np.all(load_policy(latest).get_weights()[0] == 3.0)
+
+    # A user saving another model over model.keras (Keras writes in place) must not touch the
+    # checkpoint: the run folder holds a copy, not a second name for the same file.
+    other = build_policy(ModelConfig(hidden_units=[4]), TrainConfig(), (6,), 2)
+    other.save(latest)
+    verify_checkpoint(newest)
+    _, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    assert restored.update == 3
