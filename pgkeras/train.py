@@ -265,7 +265,7 @@ def train(
             keep_if_best(running_reward, saved)
         elif not (run_dir / "best.keras").exists():
             copy_file_atomically(saved, run_dir / "best.keras")
-        # Drawing costs ~0.6 s of CPU the games would otherwise use: at most once a minute.
+        # Drawing costs 0.3-0.6 s of CPU the games would otherwise use: at most once a minute.
         if final or time.perf_counter() - curve_drawn_at >= CURVE_REFRESH_SECONDS:
             plot_runs([run_dir], run_dir / "curve.png")
             curve_drawn_at = time.perf_counter()
