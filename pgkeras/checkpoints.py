@@ -81,9 +81,7 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     """Saves `model` to `path` (.keras) through a temporary file and a rename."""
     temporary = path.with_name(f".tmp-{path.name}")
     model.save(temporary)
-    with temporary.open("rb") as file:
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    _fsync_and_rename(temporary, path)
 
 
 def copy_file_atomically(source: Path, path: Path) -> None:
@@ -94,9 +92,7 @@ def copy_file_atomically(source: Path, path: Path) -> None:
     """
     temporary = path.with_name(f".tmp-{path.name}")
     shutil.copyfile(source, temporary)
-    with temporary.open("rb") as file:
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    _fsync_and_rename(temporary, path)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -179,6 +175,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         json.dump(data, file, indent=1)
         file.flush()
         os.fsync(file.fileno())
+
+
+def _fsync_and_rename(temporary: Path, path: Path) -> None:
+    with temporary.open("rb") as file:
+        os.fsync(file.fileno())
+    temporary.replace(path)
 
 
 def _fsync_dir(path: Path) -> None:
