@@ -2,7 +2,8 @@
 the same process, with the same game settings (frame skip 4, no sticky actions, actions UP/DOWN):
 
 1. ceiling: ale-py's vector env alone, random actions, no preprocessing, no network;
-2. pgkeras: the real trainer (collection + model updates), steady state after 3 warm-up updates;
+2. pgkeras: the real trainer with the config's backend (the recommended `processes`: 2 worker
+   processes of 4 games each), collection + model updates, steady state after 3 warm-up updates;
 3. numpy reference: Karpathy's pg-pong.py algorithm from scratch, one game, a numpy forward pass
    per step, a manual backward pass per episode and RMSprop every 10 episodes;
 4. naive Keras: the same single-game loop with a Keras model and `model.predict` per step.
@@ -42,8 +43,10 @@ PONG_UP, PONG_DOWN = 2, 3  # ALE action ids (RIGHT, LEFT) that move the paddle u
 class CeilingLoop:
     """ale-py's vector env alone, with random actions: the ceiling.
 
-    It is the vector env pgkeras builds (same emulator settings), stepped directly: no
-    preprocessing, no network. `play(seconds)` can be called many times; the games go on.
+    It is the vector env of pgkeras's local backend (same emulator settings), stepped directly: no
+    preprocessing, no network. (The workers of the processes backend play the same games through
+    bare ALE, `pgkeras.envs.PongSerialEnv`, and can beat it.) `play(seconds)` can be called many
+    times; the games go on.
     """
 
     def __init__(self, num_envs: int):
@@ -99,10 +102,14 @@ def pgkeras_trainer(
     from pgkeras.metrics import ProgressLine
     from pgkeras.train import train
 
-    groups = load_config(config_path).env.num_groups
+    base = load_config(config_path)
+    groups = base.env.num_groups
     overrides = ["train.max_steps=null"]
     if workers is not None:
         overrides += ["rollout.backend=ray", f"rollout.num_workers={workers}"]
+    elif base.rollout.backend != "local":
+        workers = base.rollout.num_workers
+    if workers is not None:  # each worker plays its share of the games
         num_envs = max(1, num_envs // workers)
     overrides += [f"env.num_envs={num_envs}", f"env.num_groups={groups if num_envs % groups == 0 else 1}"]
     config = load_config(config_path, overrides)
@@ -317,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Ray workers with --backend ray")
     args = parser.parse_args(argv)
     quiet_tensorflow()
+    from pgkeras.config import load_config
 
     # The ceiling and the numpy reference take turns with the trainer (see pgkeras_trainer).
     others = {"ceiling": CeilingLoop(args.num_envs)}
@@ -328,14 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: loop.steps / loop.seconds for name, loop in others.items()}
     results["pgkeras"] = pgkeras_rate
     peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest of the finished child processes: a rollout worker of the processes backend.
+    worker_memory_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    backend = load_config(args.config).rollout.backend
     results = {name: results[name] for name in ("ceiling", "pgkeras", "numpy_reference") if name in results}
     report = {
         "num_envs": args.num_envs,
         "seconds": args.seconds,
         "frame_skip": FRAME_SKIP,
         "agent_steps_per_second": results,
+        "backend": backend,
         "peak_memory_mb_through_pgkeras": peak_memory_mb,
     }
+    if backend == "processes":
+        report["peak_memory_mb_rollout_worker"] = worker_memory_mb
     if args.backend == "ray":
         results["pgkeras_ray"] = pgkeras_trainer(args.seconds, args.num_envs, args.config, args.workers)
         report["workers"] = args.workers
@@ -356,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pgkeras / ceiling:   {report['pgkeras_over_ceiling']:.0%}")
     if args.backend == "ray":
         setting = f"{args.workers} workers, {args.num_envs} games in all"
-        print(f"ray / local ({setting}): {report['ray_over_local']:.0%}")
+        print(f"ray / {backend} ({setting}): {report['ray_over_local']:.0%}")
         memory = ", ".join(f"{size:,.0f}" for size in report["ray_worker_memory_mb"])
         print(f"resident memory of each Ray worker: {memory} MB")
     else:
@@ -365,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         "peak memory of this process up to the end of the pgkeras loop (ceiling and reference "
         f"included): {peak_memory_mb:,.0f} MB"
     )
+    if backend == "processes":
+        workers = load_config(args.config).rollout.num_workers
+        print(f"peak memory of a rollout worker process: {worker_memory_mb:,.0f} MB (x {workers} workers)")
     return 0
 
 

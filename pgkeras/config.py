@@ -156,14 +156,16 @@ class EvalConfig:
 
 @dataclass
 class RolloutConfig:
-    """Where the games are played: in this process, or by Ray actors on a cluster."""
+    """Where the games are played: in this process, in worker processes, or by Ray actors on a cluster."""
 
-    backend: Literal["local", "ray"] = "local"
-    """`local`: the trainer's process plays `env.num_envs` games. `ray`: `num_workers` Ray actors each
-    play `env.num_envs` games with numpy inference and send complete segments back (needs the
-    `ray` extra: `pip install -e ".[ray]"`; policies `mlp` and `linear_gaussian`)."""
+    backend: Literal["local", "processes", "ray"] = "local"
+    """`local`: the trainer's process plays `env.num_envs` games. `processes`: `num_workers` processes
+    on this machine each play `env.num_envs` games with numpy inference and send complete segments
+    back. `ray`: the same with Ray actors, on this machine or a cluster (needs the `ray` extra:
+    `pip install -e ".[ray]"`). Both need a policy numpy can run: `mlp` or `linear_gaussian`."""
     num_workers: int = 2
-    """Ray actors collecting rollouts (backend `ray`); each collects an equal share of a batch."""
+    """Worker processes or Ray actors collecting rollouts (backends `processes` and `ray`); each
+    collects an equal share of a batch."""
 
 
 @dataclass
@@ -522,17 +524,23 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
     rollout, train = config.rollout, config.train
     if rollout.num_workers < 1:
         fail("rollout.num_workers", rollout.num_workers, "an integer >= 1")
-    if rollout.backend != "ray":
+    if rollout.backend == "local":
         return
-    if importlib.util.find_spec("ray") is None:
-        fail("rollout.backend", rollout.backend, f"local, or ray once it is installed: {RAY_INSTALL_HINT}")
+    if rollout.backend == "ray" and importlib.util.find_spec("ray") is None:
+        fail(
+            "rollout.backend",
+            rollout.backend,
+            f"local, processes, or ray once it is installed: {RAY_INSTALL_HINT}",
+        )
     if config.model.kind not in ("mlp", "linear_gaussian"):
         fail(
             "model.kind",
             config.model.kind,
-            "mlp or linear_gaussian with rollout.backend ray (its workers run the policy in numpy)",
+            f"mlp or linear_gaussian with rollout.backend {rollout.backend} (its workers run the policy "
+            "in numpy); rollout.backend local runs any policy",
         )
-    if config.ray.address and config.ray.address != "auto" and ray_head(config.ray.address) is None:
+    address = config.ray.address
+    if rollout.backend == "ray" and address and address != "auto" and ray_head(address) is None:
         fail("ray.address", config.ray.address, "empty (a local Ray), auto, or a head node's HOST:PORT")
     share = train.samples_per_update if train.samples_per_update is not None else train.episodes_per_update
     if share < rollout.num_workers:

@@ -93,15 +93,18 @@ def share(total: int | None, num_workers: int, worker: int) -> int | None:
 
 
 class RolloutWorker:
-    """One Ray actor: its own vector env and collector, and the policy in numpy.
+    """One Ray actor, or one worker process of `rollout.backend: processes`: its own games and
+    collector, and the policy in numpy.
 
     Args:
         config_data: the run's config as plain data (`config_to_dict`).
         worker: this worker's index, 0 to `rollout.num_workers - 1`.
         games_seed: seeds the games, with the worker's index (`derive_seed`).
+        serial: play Pong in this thread (`pgkeras.envs.PongSerialEnv`), as the workers of
+            `rollout.backend: processes` do; the games are the same either way.
     """
 
-    def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int):
+    def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int, serial: bool = False):
         import ale_py
         import gymnasium
 
@@ -111,7 +114,7 @@ class RolloutWorker:
         self.seed = config.seed
         self.worker = worker
         self.sigma = config.model.gaussian_sigma
-        self.env = make_env(config)
+        self.env = make_env(config, serial=serial)
         num_workers = config.rollout.num_workers
         self.collector = RolloutCollector(
             self.env,

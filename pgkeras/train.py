@@ -32,6 +32,7 @@ from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
 from pgkeras.plots import plot_runs
 from pgkeras.policies import build_policy, gaussian_sample_weights, make_sampler
+from pgkeras.processes import ProcessRolloutCollector
 from pgkeras.returns import compute_advantages
 from pgkeras.rollout import Batch, RolloutCollector, derive_seed
 
@@ -200,9 +201,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train
-    ray_backend = config.rollout.backend == "ray"
-    # With Ray the workers play; this process needs the game only for its shapes (and the LQR's gain).
-    env = make_env(config, num_envs=1 if ray_backend else None)
+    workers_play = config.rollout.backend != "local"
+    # With workers the workers play; this process needs the game only for its shapes (and the LQR's gain).
+    env = make_env(config, num_envs=1 if workers_play else None)
     if resume:
         model, state = load_latest_checkpoint(run_dir)
         model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
@@ -220,8 +221,11 @@ def train(
     # a checkpoint continues exactly as the run would have.
     games_seed = derive_seed(config.seed, state.update)
     sampler = make_sampler(model, config.model, rng)
-    if ray_backend:
-        collector = RayRolloutCollector(config, games_seed, state.update, note=progress.note)
+    if workers_play:
+        if config.rollout.backend == "ray":
+            collector = RayRolloutCollector(config, games_seed, state.update, note=progress.note)
+        else:
+            collector = ProcessRolloutCollector(config, games_seed, state.update)
 
         def collect_batch() -> Batch:
             return collector.collect_batch(sampler.forward.parameters)
@@ -359,7 +363,7 @@ def train(
     finally:  # also on errors and a second Ctrl-C, after which the last checkpoint stands
         progress.finish()
         logger.close()
-        if ray_backend:
+        if workers_play:
             collector.close()
         env.close()
         if eval_env is not None:

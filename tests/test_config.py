@@ -137,9 +137,21 @@ def test_toy_configs_name_their_families():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["rollout.backend=threads"], "rollout.backend: got 'threads', expected one of 'local', 'ray'"),
+        (
+            ["rollout.backend=threads"],
+            "rollout.backend: got 'threads', expected one of 'local', 'processes', 'ray'",
+        ),
         (["rollout.num_workers=0"], "rollout.num_workers: got 0, expected an integer >= 1"),
         (["rollout.backend=ray", "model.kind=conv"], "expected mlp or linear_gaussian with rollout.backend"),
+        (
+            ["model.kind=conv"],
+            "model.kind: got 'conv', expected mlp or linear_gaussian with rollout.backend processes (its "
+            "workers run the policy in numpy); rollout.backend local runs any policy",
+        ),
+        (
+            ["rollout.num_workers=3", "train.samples_per_update=2"],
+            "rollout.num_workers: got 3, expected at most the batch size (2)",
+        ),
         (
             [
                 "rollout.backend=ray",
@@ -174,6 +186,6 @@ def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
         load_config(CONFIGS / "pong.yaml", ["rollout.backend=ray"])
     assert str(error.value) == (
         f"{CONFIGS / 'pong.yaml'} with --set: rollout.backend: got 'ray', "
-        'expected local, or ray once it is installed: pip install -e ".[ray]"'
+        'expected local, processes, or ray once it is installed: pip install -e ".[ray]"'
     )
-    assert load_config(CONFIGS / "pong.yaml").rollout.backend == "local"
+    assert load_config(CONFIGS / "pong.yaml").rollout.backend == "processes"

@@ -63,7 +63,7 @@ def test_ray_batches_have_the_structure_and_statistics_of_local_ones():
     parameters = first_layers(config)
     remote = ray_batch(config, parameters)
 
-    local_config = pong_config("env.num_envs=8")
+    local_config = pong_config("rollout.backend=local", "env.num_envs=8")
     env = make_env(local_config)
     collector = RolloutCollector(env, 0.99, reset_on_reward=True, samples_per_update=1000, seed=7)
     local = collector.collect_batch(NumpyPolicy(parameters, np.random.default_rng(0)).sample)

@@ -49,7 +49,9 @@ def test_play_prints_scores_and_records_video_and_gif(tiny_run, tmp_path):
     assert frames.shape == (301, 210, 160, 3)  # the first screen, then one per step
     assert frames.std() > 10  # a real game screen, not a blank one
     gif_frames = iio.imread(gif, index=None)
-    assert gif_frames.shape[:3] == (301, 210, 160)
+    # Pillow merges identical consecutive frames of a GIF into one longer frame (a still paddle
+    # between points), so a GIF may hold a few frames fewer than the video.
+    assert gif_frames.shape[1:3] == (210, 160) and 250 <= gif_frames.shape[0] <= 301
 
 
 @pytest.mark.slow

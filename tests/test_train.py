@@ -102,10 +102,11 @@ def stop_at(update):
 
 
 @pytest.mark.slow
-def test_same_seed_same_metrics_and_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("backend", ["processes", "local"])
+def test_same_seed_same_metrics_and_resume_is_exact(tmp_path, backend):
     """Determinism, and exact resume: stopping at a periodic checkpoint and resuming gives the
     same weights and rows as never stopping (the games restart at every periodic checkpoint)."""
-    overrides = [*TINY_PONG, "train.max_steps=null", "train.checkpoint_every=2"]
+    overrides = [*TINY_PONG, "train.max_steps=null", "train.checkpoint_every=2", f"rollout.backend={backend}"]
     config = load_config(CONFIGS / "pong.yaml", overrides)
     train(config, tmp_path / "first", on_update=stop_at(4))
     train(config, tmp_path / "second", on_update=stop_at(4))

@@ -1,0 +1,118 @@
+"""`rollout.backend: processes`: worker processes that play Pong without ale-py's threads and
+collect exactly the batches the in-process workers collect; a dead worker stops the run with one
+line and leaves nothing behind."""
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFIGS
+
+from pgkeras.config import config_to_dict, load_config
+from pgkeras.distributed import RolloutWorker, RolloutWorkerError
+from pgkeras.envs import PongSerialEnv, PongVectorEnv, make_env
+from pgkeras.policies import DenseForward, build_policy
+from pgkeras.processes import ProcessRolloutCollector
+from pgkeras.rollout import concatenate_batches
+
+SMALL_PONG = ["train.samples_per_update=1000", "model.hidden_units=[16]", "rollout.backend=processes",
+              "rollout.num_workers=2", "env.num_envs=2"]  # fmt: skip
+
+
+def pong_config(*overrides: str):
+    return load_config(CONFIGS / "pong.yaml", [*SMALL_PONG, *overrides])
+
+
+def parameters_of(config):
+    """The numpy parameters of a freshly initialised policy."""
+    env = make_env(config, num_envs=1)
+    model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
+    env.close()
+    return DenseForward(model).parameters
+
+
+def shared_memory_blocks() -> set[str]:
+    folder = Path("/dev/shm")
+    return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.mark.parametrize("max_episode_steps", [None, 250])
+def test_serial_games_are_the_vector_env_games(max_episode_steps):
+    """Given the same actions, the bare-ALE games of the workers return what ale-py's vector env
+    returns, step for step: screens, points, episode ends and the truncation at the step limit."""
+    vector = PongVectorEnv(3, max_episode_steps=max_episode_steps)
+    serial = PongSerialEnv(3, max_episode_steps=max_episode_steps)
+    try:
+        np.testing.assert_array_equal(vector.reset(seed=5), serial.reset(seed=5))
+        rng = np.random.default_rng(0)
+        ends = points = 0
+        for _ in range(1300):
+            actions = rng.integers(0, 2, size=3).astype(np.int32)
+            expected, got = vector.step(actions), serial.step(actions)
+            for name, a, b in zip(expected._fields, expected, got, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+                assert a.dtype == b.dtype, name
+            ends += int((expected.terminated | expected.truncated).sum())
+            points += int(np.count_nonzero(expected.rewards))
+    finally:
+        vector.close()
+        serial.close()
+    assert points >= 40 and ends >= 1  # the comparison covered points and episode ends
+    if max_episode_steps:
+        assert ends >= 3 * (1300 // max_episode_steps)
+
+
+def test_process_batches_are_the_in_process_workers_batches():
+    """Each worker process collects exactly what `RolloutWorker` w collects in this process with
+    ale-py's vector env (and so what Ray's worker w collects), before and after a restart."""
+    # One group per worker: with two, the in-process vector env has a step in flight when a batch
+    # completes, which the next batch counts (num_env_steps moves by a step; the samples do not).
+    config = pong_config("env.num_groups=1")
+    parameters = parameters_of(config)
+    expected_workers = [RolloutWorker(config_to_dict(config), worker, games_seed=7) for worker in range(2)]
+    collector = ProcessRolloutCollector(config, games_seed=7, first_update=0)
+    try:
+        for update in (1, 2):
+            if update == 2:
+                collector.restart(11)
+                for worker in expected_workers:
+                    worker.restart(11)
+            got = collector.collect_batch(parameters)
+            parts = [worker.collect(parameters, update)[0] for worker in expected_workers]
+            expected = concatenate_batches(parts)
+            for name in got._fields:
+                np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+            assert len(got.actions) >= 1000 and got.observations.dtype == np.int8
+    finally:
+        collector.close()
+        for worker in expected_workers:
+            worker.env.close()
+
+
+def test_a_dead_worker_stops_collection_with_one_line_and_leaves_nothing_behind():
+    before = shared_memory_blocks()
+    config = pong_config()
+    parameters = parameters_of(config)
+    collector = ProcessRolloutCollector(config, games_seed=0, first_update=0)
+    processes = list(collector._processes)
+    try:
+        collector.collect_batch(parameters)  # the trainer now holds a shared block per worker
+        assert len(shared_memory_blocks() - before) == 2
+        os.kill(collector.worker_pids()[1], signal.SIGKILL)
+        death = r"^update 2: rollout worker 1 \(process \d+\) died \(killed by SIGKILL\)"
+        with pytest.raises(RolloutWorkerError, match=death) as error:
+            collector.collect_batch(parameters)
+        assert "\n" not in str(error.value) and "resume" in str(error.value)
+    finally:
+        collector.close()
+    assert not any(process.is_alive() for process in processes)
+    assert shared_memory_blocks() - before == set()
+
+
+def test_a_worker_that_fails_to_start_says_why():
+    config = pong_config("env.id=NoSuchGame-v0", "model.kind=mlp")
+    failure = r"^rollout worker 0: ValueError: env.id: cannot make 'NoSuchGame-v0'"
+    with pytest.raises(RolloutWorkerError, match=failure):
+        ProcessRolloutCollector(config, games_seed=0, first_update=0)
