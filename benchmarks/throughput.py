@@ -336,8 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: loop.steps / loop.seconds for name, loop in others.items()}
     results["pgkeras"] = pgkeras_rate
     peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # The largest of the finished child processes: a rollout worker of the processes backend.
-    worker_memory_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     backend = load_config(args.config).rollout.backend
     results = {name: results[name] for name in ("ceiling", "pgkeras", "numpy_reference") if name in results}
     report = {
@@ -348,8 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         "backend": backend,
         "peak_memory_mb_through_pgkeras": peak_memory_mb,
     }
-    if backend == "processes":
-        report["peak_memory_mb_rollout_worker"] = worker_memory_mb
     if args.backend == "ray":
         results["pgkeras_ray"] = pgkeras_trainer(args.seconds, args.num_envs, args.config, args.workers)
         report["workers"] = args.workers
@@ -379,9 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak memory of this process up to the end of the pgkeras loop (ceiling and reference "
         f"included): {peak_memory_mb:,.0f} MB"
     )
-    if backend == "processes":
-        workers = load_config(args.config).rollout.num_workers
-        print(f"peak memory of a rollout worker process: {worker_memory_mb:,.0f} MB (x {workers} workers)")
+
     return 0
 
 
