@@ -375,7 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         "peak memory of this process up to the end of the pgkeras loop (ceiling and reference "
         f"included): {peak_memory_mb:,.0f} MB"
     )
-
     return 0
 
 

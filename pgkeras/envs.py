@@ -199,7 +199,7 @@ class PongSerialEnv(LockstepGroups):
     played 7,500-7,700 agent steps/s on 2 cores where the vector env alone played ~7,000 (see
     benchmarks/README.md, "Seventh round"). The Python loop over games costs a few microseconds
     per game step against ~250 us of emulation. Given the same actions, it returns exactly what
-    `PongVectorEnv` returns (tests/test_envs.py checks this).
+    `PongVectorEnv` returns (tests/test_processes.py checks this).
 
     Args: as `PongVectorEnv`, without its threads and groups.
     """

@@ -202,7 +202,7 @@ def train(
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train
     workers_play = config.rollout.backend != "local"
-    # With workers the workers play; this process needs the game only for its shapes (and the LQR's gain).
+    # When workers play, this process needs the game only for its shapes (and the LQR's gain).
     env = make_env(config, num_envs=1 if workers_play else None)
     if resume:
         model, state = load_latest_checkpoint(run_dir)

@@ -31,3 +31,15 @@ elif keras.backend.backend() == "tensorflow":
 def _seeded():
     keras.utils.set_random_seed(1234)
     yield
+
+
+def fresh_policy_parameters(config):
+    """The numpy parameters (`DenseForward.parameters`) of a freshly initialised policy for
+    `config`, as a learner sends them to rollout workers."""
+    from pgkeras.envs import make_env
+    from pgkeras.policies import DenseForward, build_policy
+
+    env = make_env(config, num_envs=1)
+    model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
+    env.close()
+    return DenseForward(model).parameters

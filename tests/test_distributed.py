@@ -9,13 +9,12 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, fresh_policy_parameters
 
 from pgkeras.config import load_config
 from pgkeras.envs import make_env
 from pgkeras.inference import NumpyPolicy
 from pgkeras.metrics import ProgressLine, read_metrics
-from pgkeras.policies import DenseForward, build_policy
 from pgkeras.returns import discounted_returns
 from pgkeras.rollout import RolloutCollector
 from pgkeras.train import train
@@ -41,14 +40,6 @@ def pong_config(*overrides: str):
     return load_config(CONFIGS / "pong.yaml", [*SMALL_PONG, *overrides])
 
 
-def first_layers(config):
-    """The numpy parameters of a freshly initialised policy."""
-    env = make_env(config, num_envs=1)
-    model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
-    env.close()
-    return DenseForward(model).parameters
-
-
 def ray_batch(config, parameters, games_seed=7):
     collector = RayRolloutCollector(config, games_seed=games_seed, first_update=0, note=lambda line: None)
     try:
@@ -60,7 +51,7 @@ def ray_batch(config, parameters, games_seed=7):
 def test_ray_batches_have_the_structure_and_statistics_of_local_ones():
     # 2 workers x 4 games against 8 local games, the same policy and batch size.
     config = pong_config("rollout.backend=ray", "rollout.num_workers=2", "env.num_envs=4")
-    parameters = first_layers(config)
+    parameters = fresh_policy_parameters(config)
     remote = ray_batch(config, parameters)
 
     local_config = pong_config("rollout.backend=local", "env.num_envs=8")
@@ -94,7 +85,7 @@ def test_ray_batches_have_the_structure_and_statistics_of_local_ones():
 def test_ray_collection_repeats_with_the_same_seed():
     overrides = ["rollout.backend=ray", "rollout.num_workers=2", "env.num_envs=2"]
     config = pong_config(*overrides)
-    parameters = first_layers(config)
+    parameters = fresh_policy_parameters(config)
     first, second = ray_batch(config, parameters), ray_batch(config, parameters)
     other = ray_batch(pong_config(*overrides, "seed=1"), parameters)
     for name in ("observations", "actions", "rewards", "returns"):

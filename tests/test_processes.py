@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, fresh_policy_parameters
 
 from pgkeras.config import config_to_dict, load_config
 from pgkeras.distributed import RolloutWorker, RolloutWorkerError
-from pgkeras.envs import PongSerialEnv, PongVectorEnv, make_env
-from pgkeras.policies import DenseForward, build_policy
+from pgkeras.envs import PongSerialEnv, PongVectorEnv
 from pgkeras.processes import ProcessRolloutCollector
 from pgkeras.rollout import concatenate_batches
 
@@ -23,14 +22,6 @@ SMALL_PONG = ["train.samples_per_update=1000", "model.hidden_units=[16]", "rollo
 
 def pong_config(*overrides: str):
     return load_config(CONFIGS / "pong.yaml", [*SMALL_PONG, *overrides])
-
-
-def parameters_of(config):
-    """The numpy parameters of a freshly initialised policy."""
-    env = make_env(config, num_envs=1)
-    model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
-    env.close()
-    return DenseForward(model).parameters
 
 
 def shared_memory_blocks() -> set[str]:
@@ -70,7 +61,7 @@ def test_process_batches_are_the_in_process_workers_batches():
     # One group per worker: with two, the in-process vector env has a step in flight when a batch
     # completes, which the next batch counts (num_env_steps moves by a step; the samples do not).
     config = pong_config("env.num_groups=1")
-    parameters = parameters_of(config)
+    parameters = fresh_policy_parameters(config)
     expected_workers = [RolloutWorker(config_to_dict(config), worker, games_seed=7) for worker in range(2)]
     collector = ProcessRolloutCollector(config, games_seed=7, first_update=0)
     try:
@@ -94,7 +85,7 @@ def test_process_batches_are_the_in_process_workers_batches():
 def test_a_dead_worker_stops_collection_with_one_line_and_leaves_nothing_behind():
     before = shared_memory_blocks()
     config = pong_config()
-    parameters = parameters_of(config)
+    parameters = fresh_policy_parameters(config)
     collector = ProcessRolloutCollector(config, games_seed=0, first_update=0)
     processes = list(collector._processes)
     try:
