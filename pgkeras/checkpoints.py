@@ -7,7 +7,8 @@ Layout inside a run folder:
     checkpoints/update-00000040/      one folder per checkpoint, the last KEEP_CHECKPOINTS kept
         model.keras                   model + optimizer state
         state.json                    counters, running reward, action-sampler RNG state
-        manifest.json                 SHA-256 and size of the two files above
+        games.npz                     the games: emulator states, held samples, scores so far
+        manifest.json                 SHA-256 and size of the files above
 
 Each checkpoint folder is written under a temporary name, fsynced and renamed into place, so a
 crash during a save never leaves a half-written checkpoint where resume would find it. Resume
@@ -25,10 +26,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 
 KEEP_CHECKPOINTS = 3
 CHECKPOINT_PREFIX = "update-"
 CHECKPOINT_FILES = ("model.keras", "state.json")
+"""Files every checkpoint has; `GAMES_FILE` is there when the games could be saved."""
+GAMES_FILE = "games.npz"
 MANIFEST = "manifest.json"
 
 
@@ -50,8 +54,16 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable, unsafe, or does not fit the environment."""
 
 
-def save_checkpoint(run_dir: Path, model: keras.Model, state: TrainingState) -> Path:
+def save_checkpoint(
+    run_dir: Path, model: keras.Model, state: TrainingState, games: dict[str, np.ndarray] | None = None
+) -> Path:
     """Writes a checkpoint folder atomically, refreshes `model.keras`, and prunes old checkpoints.
+
+    Args:
+        run_dir: the run folder.
+        model: the policy, with its optimizer.
+        state: the counters and random state.
+        games: the games' state as named arrays (`RolloutCollector.get_state`), or None.
 
     Returns:
         The new checkpoint folder.
@@ -63,8 +75,16 @@ def save_checkpoint(run_dir: Path, model: keras.Model, state: TrainingState) -> 
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     model.save(temporary / "model.keras")
+    _fsync_file(temporary / "model.keras")
     _write_json(temporary / "state.json", state._asdict())
-    _write_json(temporary / MANIFEST, {name: _fingerprint(temporary / name) for name in CHECKPOINT_FILES})
+    names = list(CHECKPOINT_FILES)
+    if games is not None:
+        with (temporary / GAMES_FILE).open("wb") as file:
+            np.savez(file, **games)
+            file.flush()
+            os.fsync(file.fileno())
+        names.append(GAMES_FILE)
+    _write_json(temporary / MANIFEST, {name: _fingerprint(temporary / name) for name in names})
     _fsync_dir(temporary)
     if final.exists():
         shutil.rmtree(final)
@@ -103,8 +123,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX)), reverse=True)
 
 
-def load_latest_checkpoint(run_dir: Path) -> tuple[keras.Model, TrainingState]:
+def load_latest_checkpoint(
+    run_dir: Path,
+) -> tuple[keras.Model, TrainingState, dict[str, np.ndarray] | None]:
     """Loads the newest checkpoint that reads back whole, falling back to older ones.
+
+    Returns:
+        The compiled model, the training state, and the games' arrays (None if it saved none).
 
     Raises:
         FileNotFoundError: if the run folder has no readable checkpoint.
@@ -115,7 +140,11 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[keras.Model, TrainingState]:
             verify_checkpoint(folder)
             state = TrainingState(**json.loads((folder / "state.json").read_text()))
             model = load_policy(folder / "model.keras", compile=True)
-            return model, state
+            games = None
+            if (folder / GAMES_FILE).is_file():
+                with np.load(folder / GAMES_FILE, allow_pickle=False) as archive:
+                    games = dict(archive)
+            return model, state, games
         except (OSError, ValueError, TypeError, KeyError) as error:
             problems.append(f"{folder.name}: {error}")
     detail = f" ({'; '.join(problems)})" if problems else ""
@@ -132,7 +161,7 @@ def verify_checkpoint(folder: Path) -> None:
     if not manifest_path.is_file():
         raise ValueError(f"{MANIFEST} is missing")
     manifest = json.loads(manifest_path.read_text())
-    for name in CHECKPOINT_FILES:
+    for name in (*CHECKPOINT_FILES, *(name for name in manifest if name not in CHECKPOINT_FILES)):
         if not (Path(folder) / name).is_file():
             raise ValueError(f"{name} is missing")
         if _fingerprint(Path(folder) / name) != manifest.get(name):
@@ -177,9 +206,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         os.fsync(file.fileno())
 
 
-def _fsync_and_rename(temporary: Path, path: Path) -> None:
-    with temporary.open("rb") as file:
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as file:
         os.fsync(file.fileno())
+
+
+def _fsync_and_rename(temporary: Path, path: Path) -> None:
+    _fsync_file(temporary)
     temporary.replace(path)
 
 

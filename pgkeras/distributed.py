@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pgkeras.config import RAY_INSTALL_HINT, Config, ConfigError, config_from_dict, config_to_dict, ray_head
-from pgkeras.envs import make_env
+from pgkeras.envs import GameState, make_env
 from pgkeras.inference import NumpyPolicy, Parameters
 from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches, derive_seed
 
@@ -42,6 +42,8 @@ RETRY_SECONDS = 0.5
 """Pause between asking a restarting worker again."""
 READY_TIMEOUT_SECONDS = 300.0
 """How long the learner waits for all workers to start (a cluster may have to find CPUs)."""
+STATE_TIMEOUT_SECONDS = 60.0
+"""How long a checkpoint waits for the workers' game states."""
 
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -78,6 +80,27 @@ def import_ray():
     except ImportError:
         raise ImportError(f"rollout.backend ray needs the ray package: {RAY_INSTALL_HINT}") from None
     return ray
+
+
+def join_worker_states(states: list[GameState]) -> GameState:
+    """The workers' game states as one set of arrays, keys prefixed with the worker (`w0.`, ...)."""
+    return {f"w{worker}.{key}": value for worker, state in enumerate(states) for key, value in state.items()}
+
+
+def split_worker_states(state: GameState, num_workers: int) -> list[GameState]:
+    """The per-worker states that `join_worker_states` joined.
+
+    Raises:
+        ValueError: `state` was saved by another number of workers.
+    """
+    saved = {key.split(".", 1)[0] for key in state}
+    if saved != {f"w{worker}" for worker in range(num_workers)}:
+        raise ValueError(f"the saved games do not fit: {len(saved)} workers saved for {num_workers}")
+    parts: list[GameState] = [{} for _ in range(num_workers)]
+    for key, value in state.items():
+        worker, name = key.split(".", 1)
+        parts[int(worker[1:])][name] = value
+    return parts
 
 
 def share(total: int | None, num_workers: int, worker: int) -> int | None:
@@ -139,9 +162,13 @@ class RolloutWorker:
         batch = self.collector.collect_batch(NumpyPolicy(parameters, rng, self.sigma).sample)
         return batch, os.getpid()
 
-    def restart(self, games_seed: int) -> None:
-        """Drops unfinished segments and restarts the games (see `RolloutCollector.restart`)."""
-        self.collector.restart(derive_seed(games_seed, self.worker))
+    def get_state(self) -> GameState:
+        """This worker's games and held samples (`RolloutCollector.get_state`)."""
+        return self.collector.get_state()
+
+    def set_state(self, state: GameState) -> None:
+        """Continues this worker's games from a `get_state` (`RolloutCollector.set_state`)."""
+        self.collector.set_state(state)
 
 
 class RayRolloutCollector:
@@ -249,11 +276,21 @@ class RayRolloutCollector:
             f"{RESTART_WAIT_SECONDS:.0f} s: {last_error}"
         )
 
-    def restart(self, games_seed: int) -> None:
-        """Restarts every worker's games from `games_seed` (see `RolloutCollector.restart`)."""
-        # A dead worker restarts with fresh games anyway; the next batch reports it.
-        with contextlib.suppress(self._ray.exceptions.RayActorError):
-            self._ray.get([actor.restart.remote(games_seed) for actor in self.workers])
+    def get_state(self) -> GameState | None:
+        """Every worker's games (`RolloutWorker.get_state`), as one set of arrays with keys
+        prefixed `w0.`, `w1.`...; None if a worker is dead or does not answer within
+        `STATE_TIMEOUT_SECONDS` (a checkpoint then saves no games, and a resume starts new ones)."""
+        ray = self._ray
+        try:
+            states = ray.get([actor.get_state.remote() for actor in self.workers], timeout=STATE_TIMEOUT_SECONDS)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return None
+        return join_worker_states(states)
+
+    def set_state(self, state: GameState) -> None:
+        """Continues every worker's games from a `get_state` (ValueError if they do not fit)."""
+        parts = split_worker_states(state, len(self.workers))
+        self._ray.get([actor.set_state.remote(part) for actor, part in zip(self.workers, parts, strict=True)])
 
     def worker_pids(self) -> list[int | None]:
         """Process ids of the workers as last seen (None for one that just died)."""

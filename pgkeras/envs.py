@@ -7,6 +7,7 @@ All kinds step all their games at once and reset finished games in the same step
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -31,6 +32,11 @@ PONG_ACTIONS = np.array([2, 3], dtype=np.int32)
 PONG_ACTION_NAMES = ("UP", "DOWN")
 
 
+STICKY_PRIMING_ACTS = 100
+"""Frames acted to set a restored game's sticky action: it stays unset with probability p^100
+(1e-60 at ALE v5's p = 0.25)."""
+
+
 class StepResult(NamedTuple):
     """What one step of all games returns. Row i belongs to game i."""
 
@@ -43,6 +49,29 @@ class StepResult(NamedTuple):
     """bool `(N,)`: the episode ended by the game's rules."""
     truncated: np.ndarray
     """bool `(N,)`: the episode was cut by a step limit."""
+
+
+GameState = dict[str, np.ndarray]
+"""The state of a vectorised game as named numpy arrays (no pickle): what a checkpoint stores so
+that the games go on exactly where they were (`get_state`, `set_state`)."""
+
+
+def pack_bytes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings as one uint8 array and their lengths (for `numpy.savez`, which then needs no pickle)."""
+    return np.frombuffer(b"".join(blobs), np.uint8).copy(), np.array([len(b) for b in blobs], np.int64)
+
+
+def unpack_bytes(data: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """The byte strings that `pack_bytes` packed."""
+    ends = np.cumsum(lengths)
+    return [data[end - length : end].tobytes() for end, length in zip(ends.tolist(), lengths.tolist(), strict=True)]
+
+
+def check_num_games(state: GameState, key: str, num_envs: int) -> None:
+    """Raises ValueError if `state[key]` does not hold one row per game."""
+    if key not in state or len(state[key]) != num_envs:
+        found = len(state[key]) if key in state else "no"
+        raise ValueError(f"the saved games do not fit: {found} games saved for {num_envs}")
 
 
 class LockstepGroups:
@@ -136,6 +165,12 @@ class PongVectorEnv:
             for _ in range(num_groups)
         ]
         self.differences = [FrameDifference(group_size) for _ in range(num_groups)]
+        # The actions of each game's current episode, for `get_state`: ale-py's vector env cannot
+        # hand out its emulators' states, so `set_state` replays these instead.
+        max_frames = max_episode_steps * frame_skip if max_episode_steps else 108_000
+        self._histories = np.zeros((num_envs, -(-max_frames // frame_skip) + 1), np.int8)
+        self._history_lengths = np.zeros(num_envs, np.int64)
+        self._in_flight: list[np.ndarray | None] = [None] * num_groups
         self.rgb = rgb
         self.sticky_action_prob = sticky_action_prob
         self.last_screens: np.ndarray | None = None
@@ -156,6 +191,7 @@ class PongVectorEnv:
             group_screens, _ = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
             screens.append(group_screens[:, 0])
         self.last_screens = np.concatenate(screens)
+        self._history_lengths[:] = 0
         return np.concatenate(
             [
                 difference(pong_frames(self.last_screens[rows]), np.ones(len(rows), dtype=bool))
@@ -166,6 +202,7 @@ class PongVectorEnv:
     def send(self, group: int, actions: np.ndarray) -> None:
         """Starts one agent step of the games in `group`. `actions`: int of 0 (UP) or 1 (DOWN)."""
         self.vector_envs[group].send(PONG_ACTIONS[actions])
+        self._in_flight[group] = actions
 
     def recv(self, group: int) -> StepResult:
         """Waits for the step of `group` and returns its rows, in the group's game order."""
@@ -174,8 +211,59 @@ class PongVectorEnv:
         screens, rewards, terminated, truncated, _ = self.vector_envs[group].recv()
         if self.rgb:
             self.last_screens[self.groups[group]] = screens[:, 0]
-        observations = self.differences[group](pong_frames(screens[:, 0]), terminated | truncated)
+        done = terminated | truncated
+        observations = self.differences[group](pong_frames(screens[:, 0]), done)
+        rows = self.groups[group]
+        self._histories[rows, self._history_lengths[rows]] = self._in_flight[group]
+        self._history_lengths[rows] = np.where(done, 0, self._history_lengths[rows] + 1)
+        self._in_flight[group] = None
         return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
+
+    def get_state(self) -> GameState:
+        """The actions of each game's current episode and its last frame (steps in flight are not
+        included: the caller sends their actions again after `set_state`)."""
+        lengths = self._history_lengths.copy()
+        return {
+            "actions": np.concatenate([self._histories[i, :n] for i, n in enumerate(lengths.tolist())]),
+            "action_counts": lengths,
+            "previous_frames": np.concatenate([difference.previous for difference in self.differences]),
+        }
+
+    def set_state(self, state: GameState) -> None:
+        """Brings every game to the point `get_state` saw by replaying its episode's actions.
+
+        Pong without sticky actions plays the same game after every reset (tests/test_envs.py), so
+        the replay is exact. With sticky actions the emulator's random generator, which ale-py's
+        vector env does not expose, differs, and the games go on from other positions.
+        A game with n actions to replay starts n steps before the end of the replay (a partial
+        reset), so all games of a group finish their replay together; before its start a game is
+        played with action 0 and then reset. The replay takes up to an episode's steps, at most a
+        few seconds.
+        """
+        check_num_games(state, "action_counts", self.num_envs)
+        counts = state["action_counts"].astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        for game, count in enumerate(counts.tolist()):
+            self._histories[game, :count] = state["actions"][offsets[game] : offsets[game] + count]
+        for rows, vector_env in zip(self.groups, self.vector_envs, strict=True):
+            num_steps = int(counts[rows].max())
+            starts = num_steps - counts[rows]
+            # Row j plays action 0 until its start, then its episode's actions.
+            schedule = np.zeros((len(rows), num_steps), np.int32)
+            for j, (game, start) in enumerate(zip(rows.tolist(), starts.tolist(), strict=True)):
+                schedule[j, start:] = self._histories[game, : num_steps - start]
+            vector_env.reset(seed=None)
+            for step in range(num_steps + 1):
+                starting = starts == step
+                if step > 0 and starting.any():
+                    vector_env.reset(options={"reset_mask": starting})
+                if step < num_steps:
+                    vector_env.step(PONG_ACTIONS[schedule[:, step]])
+        self._history_lengths[:] = counts
+        self._in_flight = [None] * len(self.groups)
+        previous = state["previous_frames"]
+        for rows, difference in zip(self.groups, self.differences, strict=True):
+            difference.previous[:] = previous[rows]
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
@@ -229,6 +317,7 @@ class PongSerialEnv(LockstepGroups):
         self.games = [self._load(ALEInterface(), seed=None) for _ in range(num_envs)]
         self._actions = [self.games[0].getMinimalActionSet()[a] for a in PONG_ACTIONS]
         self._frames = np.zeros(num_envs, np.int64)  # emulator frames of each game's episode
+        self._last_actions = [self._actions[0]] * num_envs  # what a sticky action repeats
         self._screens = np.zeros((num_envs, SCREEN_HEIGHT, SCREEN_WIDTH), np.uint8)
         self._difference = FrameDifference(num_envs)
 
@@ -259,6 +348,7 @@ class PongSerialEnv(LockstepGroups):
         frames, max_frames, screens = self._frames, self.max_frames, self._screens
         for i, (game, action) in enumerate(zip(self.games, actions.tolist(), strict=True)):
             action = self._actions[action]
+            self._last_actions[i] = action
             reward = 0
             for _ in range(self.frame_skip):
                 reward += game.act(action)
@@ -273,6 +363,36 @@ class PongSerialEnv(LockstepGroups):
             game.getScreenGrayscale(screens[i])
         observations = self._difference(pong_frames(screens), terminated | truncated)
         return StepResult(observations, rewards, terminated, truncated)
+
+    def get_state(self) -> GameState:
+        """Each game's emulator state (ALE's `cloneState`, its random generator included, about
+        14 KB), its episode's frame count and its last frame."""
+        data, lengths = pack_bytes([game.cloneState(include_rng=True).serialize() for game in self.games])
+        return {
+            "emulator_states": data,
+            "emulator_state_sizes": lengths,
+            "frames": self._frames.copy(),
+            "previous_frames": self._difference.previous.copy(),
+            "last_actions": np.array([action.value for action in self._last_actions], np.int64),
+        }
+
+    def set_state(self, state: GameState) -> None:
+        """Puts every game back where `get_state` saw it, exactly (sticky actions included)."""
+        from ale_py import Action, ALEState
+
+        check_num_games(state, "emulator_state_sizes", self.num_envs)
+        blobs = unpack_bytes(state["emulator_states"], state["emulator_state_sizes"])
+        self._last_actions = [Action(int(action)) for action in state["last_actions"]]
+        for game, blob, action in zip(self.games, blobs, self._last_actions, strict=True):
+            if self.sticky_action_prob:
+                # ALE's state leaves out the action a sticky step repeats. Acting with it until it is
+                # taken (each act takes it with probability 1 - p) sets it; the restore below then
+                # undoes those frames and their random draws.
+                for _ in range(STICKY_PRIMING_ACTS):
+                    game.act(action)
+            game.restoreState(ALEState(blob))
+        self._frames[:] = state["frames"]
+        self._difference.previous[:] = state["previous_frames"]
 
     def close(self) -> None:
         self.games = []
@@ -309,6 +429,7 @@ class GymVectorEnv(LockstepGroups):
             num_envs=num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            wrappers=[EpisodeRecorder],
             **kwargs,
         )
         space = self.vector_env.single_observation_space
@@ -343,8 +464,52 @@ class GymVectorEnv(LockstepGroups):
         raw, rewards, terminated, truncated, _ = self.vector_env.step(np.asarray(actions))
         return StepResult(self._observations(raw), rewards.astype(np.float32), terminated, truncated)
 
+    def get_state(self) -> GameState:
+        """How each game's current episode began and its actions since (see `EpisodeRecorder`)."""
+        recorders = self.vector_env.envs
+        return {
+            "episode_starts": np.array([recorder.start for recorder in recorders]),
+            "actions": np.array([a for recorder in recorders for a in recorder.actions], np.int64),
+            "action_counts": np.array([len(recorder.actions) for recorder in recorders], np.int64),
+        }
+
+    def set_state(self, state: GameState) -> None:
+        """Replays each game's episode to the point `get_state` saw (exact for games whose only
+        randomness is their `np_random`, as gymnasium's own games)."""
+        check_num_games(state, "episode_starts", self.num_envs)
+        offsets = np.concatenate([[0], np.cumsum(state["action_counts"])]).tolist()
+        for i, recorder in enumerate(self.vector_env.envs):
+            recorder.replay(str(state["episode_starts"][i]), state["actions"][offsets[i] : offsets[i + 1]])
+
     def close(self) -> None:
         self.vector_env.close()
+
+
+class EpisodeRecorder(gym.Wrapper):
+    """Remembers how a game's current episode began (its seed, or the state of its random generator
+    just before the reset) and the actions taken since, so that `replay` can bring a fresh copy of
+    the game to the same point: how `GymVectorEnv` checkpoints games that cannot be serialised."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        generator = None if seed is not None else self.unwrapped.np_random.bit_generator.state
+        self.start = json.dumps({"seed": seed, "generator": generator})
+        self.actions: list[int] = []
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.actions.append(int(action))
+        return super().step(action)
+
+    def replay(self, start: str, actions: np.ndarray) -> None:
+        """Starts the episode `start` describes and plays `actions` in it."""
+        begin = json.loads(start)
+        if begin["seed"] is None:
+            generator = getattr(np.random, begin["generator"]["bit_generator"])()
+            generator.state = begin["generator"]
+            self.unwrapped.np_random = np.random.Generator(generator)
+        self.reset(seed=begin["seed"])
+        for action in actions.tolist():
+            self.step(action)
 
 
 class LQRVectorEnv(LockstepGroups):
@@ -405,6 +570,22 @@ class LQRVectorEnv(LockstepGroups):
             self.states[done] = self._initial_states(int(done.sum()))
             self.episode_steps[done] = 0
         return StepResult(self.states.astype(np.float32), rewards.astype(np.float32), terminated, truncated)
+
+    def get_state(self) -> GameState:
+        """The states, episode step counts and random generator of all copies."""
+        return {
+            "states": self.states.copy(),
+            "episode_steps": self.episode_steps.copy(),
+            "random_state": np.array(json.dumps(self.rng.bit_generator.state)),
+        }
+
+    def set_state(self, state: GameState) -> None:
+        """Puts every copy back where `get_state` saw it."""
+        check_num_games(state, "states", self.num_envs)
+        self.states = state["states"].astype(np.float64)
+        self.episode_steps[:] = state["episode_steps"]
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = json.loads(str(state["random_state"]))
 
     def optimal_theta(self, gamma: float) -> np.ndarray:
         """The best linear policy's theta (= -K of the Riccati gain) for this regulator, `(n,)`.

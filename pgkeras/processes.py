@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from pgkeras.config import Config, config_to_dict
-from pgkeras.distributed import RolloutWorker, RolloutWorkerError
+from pgkeras.distributed import RolloutWorker, RolloutWorkerError, join_worker_states, split_worker_states
+from pgkeras.envs import GameState
 from pgkeras.inference import Parameters
 from pgkeras.rollout import Batch, concatenate_batches
 
@@ -59,9 +60,11 @@ def _serve(connection: Connection, config_data: dict[str, Any], worker: int, gam
                     np.ndarray(observations.shape, observations.dtype, memory.buf)[:] = observations
                     batch = batch._replace(observations=(observations.shape, observations.dtype.str))
                 connection.send(("batch", batch))
-            elif request == "restart":
-                rollout.restart(*arguments)
-                connection.send(("restarted",))
+            elif request == "get_state":
+                connection.send(("state", rollout.get_state()))
+            elif request == "set_state":
+                rollout.set_state(*arguments)
+                connection.send(("state_set",))
             else:
                 return
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -174,12 +177,23 @@ class ProcessRolloutCollector:
             parts.append(batch)
         return concatenate_batches(parts)  # copies the observations out of shared memory
 
-    def restart(self, games_seed: int) -> None:
-        """Restarts every worker's games from `games_seed` (see `RolloutCollector.restart`)."""
+    def get_state(self) -> GameState:
+        """Every worker's games (`RolloutWorker.get_state`), keys prefixed `w0.`, `w1.`..."""
         for worker in range(len(self._connections)):
-            self._send(worker, ("restart", games_seed))
+            self._send(worker, ("get_state",))
+        return join_worker_states([self._answer(worker, "state")[0] for worker in range(len(self._connections))])
+
+    def set_state(self, state: GameState) -> None:
+        """Continues every worker's games from a `get_state`.
+
+        Raises:
+            ValueError: the state was saved by another number of workers or games.
+        """
+        parts = split_worker_states(state, len(self._connections))
+        for worker, part in enumerate(parts):
+            self._send(worker, ("set_state", part))
         for worker in range(len(self._connections)):
-            self._answer(worker, "restarted")
+            self._answer(worker, "state_set")
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers."""

@@ -18,7 +18,7 @@ from pgkeras.inference import blas_on_one_thread
 from pgkeras.returns import discounted_returns
 
 if TYPE_CHECKING:
-    from pgkeras.envs import StepResult
+    from pgkeras.envs import GameState, StepResult
 
 INITIAL_CAPACITY = 1024
 
@@ -59,6 +59,25 @@ def concatenate_batches(batches: list[Batch]) -> Batch:
         *(np.concatenate([getattr(batch, name) for batch in batches]) for name in Batch._fields[:-1]),
         num_env_steps=sum(batch.num_env_steps for batch in batches),
     )
+
+
+def pack_observations(observations: np.ndarray) -> GameState:
+    """Observations as arrays for a checkpoint: int8 frame differences (almost all zeros) as their
+    non-zero entries, anything else as it is. `unpack_observations` reverses it."""
+    if observations.dtype != np.int8:
+        return {"observations": observations}
+    flat = observations.reshape(-1)
+    indices = np.flatnonzero(flat)
+    return {"observation_indices": indices, "observation_values": flat[indices]}
+
+
+def unpack_observations(state: GameState, count: int, size: int, dtype: np.dtype) -> np.ndarray:
+    """The `(count, size)` observations that `pack_observations` stored in `state`."""
+    if "observations" in state:
+        return state["observations"].reshape(count, size)
+    observations = np.zeros(count * size, dtype)
+    observations[state["observation_indices"]] = state["observation_values"]
+    return observations.reshape(count, size)
 
 
 class RolloutCollector:
@@ -192,22 +211,88 @@ class RolloutCollector:
         if segment_end.any():
             self._complete[games[segment_end]] = columns[segment_end] + 1
 
-    def restart(self, seed: int | None) -> None:
-        """Drops every unfinished segment and episode and starts all games anew from `seed`.
+    def get_state(self) -> GameState:
+        """Everything needed to go on exactly from here: the games' state (`env.get_state`), each
+        game's held samples (its unfinished point), current observations, actions in flight and
+        episode score so far, and the episodes finished since the last batch. Read-only: a run
+        that saves it plays on as if it had not.
 
-        The trainer calls this at each periodic checkpoint, so that a run resumed from that
-        checkpoint (where the games must restart: emulator state is not saved) continues exactly
-        as the uninterrupted run does.
+        Returns:
+            Named numpy arrays; int8 observations are stored as their non-zero entries (a frame
+            difference has a few dozen).
         """
+        lengths = self._length
+        held = [slice(0, int(n)) for n in lengths]
+        observations = np.concatenate([self._observations[game, rows] for game, rows in enumerate(held)])
+        in_flight = np.array([sent is not None for sent in self._sent_actions])
+        sent = np.zeros(len(self._games), self.env.action_dtype)
+        for group, actions in enumerate(self._sent_actions):
+            if actions is not None:
+                sent[self._groups[group]] = actions
+        state = {f"env.{key}": value for key, value in self.env.get_state().items()}
+        state.update(pack_observations(observations))
+        state.update(
+            lengths=lengths.copy(),
+            complete=self._complete.copy(),
+            actions=np.concatenate([self._actions[game, rows] for game, rows in enumerate(held)]),
+            rewards=np.concatenate([self._rewards[game, rows] for game, rows in enumerate(held)]),
+            episode_ends=np.concatenate([self._episode_ends[game, rows] for game, rows in enumerate(held)]),
+            current_observations=np.concatenate(self._current),
+            in_flight=in_flight,
+            sent_actions=sent,
+            next_group=np.array(self._next_group),
+            episode_return=self._episode_return.copy(),
+            episode_length=self._episode_length.copy(),
+            finished_returns=np.array(self._finished_returns, np.float64),
+            finished_lengths=np.array(self._finished_lengths, np.int64),
+        )
+        return state
+
+    def set_state(self, state: GameState) -> None:
+        """Continues from a `get_state` of a collector with the same settings and games.
+
+        Raises:
+            ValueError: the state holds another number of games or groups.
+        """
+        lengths = state["lengths"]
+        if len(lengths) != len(self._games) or len(state["in_flight"]) != len(self._groups):
+            raise ValueError(
+                f"the saved games do not fit: {len(lengths)} games in {len(state['in_flight'])} groups "
+                f"saved for {len(self._games)} in {len(self._groups)}"
+            )
         for group, sent in enumerate(self._sent_actions):
             if sent is not None:
-                self.env.recv(group)  # let the step in flight finish; its result is dropped
-        self._length[:] = 0
-        self._complete[:] = 0
-        self._episode_return[:] = 0.0
-        self._episode_length[:] = 0
-        self._finished_returns, self._finished_lengths = [], []
-        self._start_games(seed)
+                self.env.recv(group)  # a step in flight since the start: its result is dropped
+        self.env.set_state({key[4:]: value for key, value in state.items() if key.startswith("env.")})
+        capacity = max(INITIAL_CAPACITY, 1 << int(max(1, lengths.max(initial=1)) - 1).bit_length())
+        num_envs, size = len(self._games), self.env.observation_size
+        self._observations = np.zeros((num_envs, capacity, size), self.env.observation_dtype)
+        self._actions = np.zeros((num_envs, capacity), self.env.action_dtype)
+        self._rewards = np.zeros((num_envs, capacity), np.float32)
+        self._episode_ends = np.zeros((num_envs, capacity), bool)
+        observations = unpack_observations(state, int(lengths.sum()), size, self.env.observation_dtype)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        for game in self._games:
+            saved = slice(offsets[game], offsets[game + 1])
+            held = slice(0, offsets[game + 1] - offsets[game])
+            self._observations[game, held] = observations[saved]
+            self._actions[game, held] = state["actions"][saved]
+            self._rewards[game, held] = state["rewards"][saved]
+            self._episode_ends[game, held] = state["episode_ends"][saved]
+        self._length[:] = lengths
+        self._complete[:] = state["complete"]
+        self._episode_return[:] = state["episode_return"]
+        self._episode_length[:] = state["episode_length"]
+        self._finished_returns = state["finished_returns"].tolist()
+        self._finished_lengths = state["finished_lengths"].tolist()
+        current = state["current_observations"]
+        self._current = [current[rows].copy() for rows in self._groups]
+        self._sent_actions = [None] * len(self._groups)
+        for group, rows in enumerate(self._groups):
+            if state["in_flight"][group]:
+                self._sent_actions[group] = state["sent_actions"][rows].copy()
+                self.env.send(group, self._sent_actions[group])
+        self._next_group = int(state["next_group"])
 
     def _batch_ready(self) -> bool:
         if self.episodes_per_update is not None:

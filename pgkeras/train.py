@@ -204,8 +204,9 @@ def train(
     workers_play = config.rollout.backend != "local"
     # When workers play, this process needs the game only for its shapes (and the LQR's gain).
     env = make_env(config, num_envs=1 if workers_play else None)
+    games = None
     if resume:
-        model, state = load_latest_checkpoint(run_dir)
+        model, state, games = load_latest_checkpoint(run_dir)
         model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
         save_config(config, run_dir / "config.yaml")  # with any allowed change, e.g. a new max_steps
         rng = np.random.default_rng()
@@ -216,9 +217,8 @@ def train(
         model = build_policy(config.model, train_config, env.observation_shape, env.num_actions)
         rng = np.random.default_rng(config.seed)
         state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
-    # Emulator state is not saved, so games restart on resume. They also restart after every
-    # periodic checkpoint of an uninterrupted run, seeded by the update, so that resuming from such
-    # a checkpoint continues exactly as the run would have.
+    # A resume continues the checkpoint's games (below); these seeds start games only where the
+    # checkpoint has none that fit.
     games_seed = derive_seed(config.seed, state.update)
     sampler = make_sampler(model, config.model, rng)
     if workers_play:
@@ -243,6 +243,14 @@ def train(
         def collect_batch() -> Batch:
             return collector.collect_batch(sampler.sample)
 
+    layout = games_layout(config)
+    if games is not None and str(games.pop("layout", "")) == layout:
+        collector.set_state(games)
+    elif resume and state.update > 0:
+        progress.note(
+            f"the games start anew: the checkpoint of update {state.update} holds "
+            + ("no games" if games is None else "games of another layout")
+        )
     gain_report = _lqr_gain_report(env, model, train_config.gamma)
     if gain_report is not None:
         optimal = _format_vector(env.optimal_theta(train_config.gamma))
@@ -264,7 +272,10 @@ def train(
             update, env_steps, episodes, running_reward, best,
             time.perf_counter() - wall_start, rng.bit_generator.state,
         )  # fmt: skip
-        saved = save_checkpoint(run_dir, model, state) / "model.keras"
+        games = collector.get_state()
+        if games is not None:
+            games["layout"] = np.array(layout)
+        saved = save_checkpoint(run_dir, model, state, games) / "model.keras"
         if eval_env is None:
             keep_if_best(running_reward, saved)
         elif not (run_dir / "best.keras").exists():
@@ -355,7 +366,6 @@ def train(
                     break
                 if update % train_config.checkpoint_every == 0:
                     checkpoint()
-                    collector.restart(derive_seed(config.seed, update))
             if update > state.update or not resume:
                 checkpoint(final=True)
         if gain_report is not None:
@@ -369,6 +379,15 @@ def train(
         if eval_env is not None:
             eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+
+
+def games_layout(config: Config) -> str:
+    """Which games a checkpoint's saved games belong to; a resume continues them only into the
+    same layout (another backend or number of games starts new games)."""
+    env, rollout = config.env, config.rollout
+    if rollout.backend == "local":
+        return f"local: {env.num_envs} games of {env.id} in {env.num_groups} groups"
+    return f"{rollout.backend}: {rollout.num_workers} workers x {env.num_envs} games of {env.id}"
 
 
 def _lqr_gain_report(env, model: keras.Model, gamma: float) -> Callable[[], str] | None:

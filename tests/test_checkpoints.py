@@ -28,14 +28,14 @@ def run_with_three_checkpoints(tmp_path):
     model.optimizer.build(model.trainable_variables)  # as after training: its state is saved too
     for update in (1, 2, 3):
         model.set_weights([np.full(w.shape, update, np.float32) for w in model.get_weights()])
-        save_checkpoint(tmp_path, model, state(update))
+        save_checkpoint(tmp_path, model, state(update), games={"episode_return": np.full(4, update - 21.0)})
     return tmp_path
 
 
 def test_checkpoints_carry_a_manifest_of_hashes(run_with_three_checkpoints):
     newest = list_checkpoints(run_with_three_checkpoints)[0]
     manifest = json.loads((newest / "manifest.json").read_text())
-    assert set(manifest) == {"model.keras", "state.json"}
+    assert set(manifest) == {"model.keras", "state.json", "games.npz"}
     assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest.values())
     verify_checkpoint(newest)
 
@@ -54,15 +54,26 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(run_with_three
     with pytest.raises(ValueError):
         verify_checkpoint(newest)
 
-    model, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    model, restored, _ = load_latest_checkpoint(run_with_three_checkpoints)
     assert restored.update == 2
     assert np.all(model.get_weights()[0] == 2.0)
+
+
+def test_the_games_come_back_and_damaged_games_fall_back_to_an_older_checkpoint(run_with_three_checkpoints):
+    _, restored, games = load_latest_checkpoint(run_with_three_checkpoints)
+    assert restored.update == 3 and games["episode_return"].tolist() == [-18.0] * 4
+    newest = list_checkpoints(run_with_three_checkpoints)[0]
+    data = bytearray((newest / "games.npz").read_bytes())
+    data[-40] ^= 0xFF
+    (newest / "games.npz").write_bytes(bytes(data))
+    _, restored, games = load_latest_checkpoint(run_with_three_checkpoints)
+    assert restored.update == 2 and games["episode_return"].tolist() == [-19.0] * 4
 
 
 def test_an_unfinished_save_is_ignored(run_with_three_checkpoints):
     # A kill during a save leaves the temporary folder behind; it never counts as a checkpoint.
     (run_with_three_checkpoints / "checkpoints" / ".tmp-update-00000004").mkdir()
-    _, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    _, restored, _ = load_latest_checkpoint(run_with_three_checkpoints)
     assert restored.update == 3
 
 
@@ -84,5 +95,5 @@ def test_the_run_folders_model_is_the_newest_checkpoints_and_saving_over_it_spar
     other = build_policy(ModelConfig(hidden_units=[4]), TrainConfig(), (6,), 2)
     other.save(latest)
     verify_checkpoint(newest)
-    _, restored = load_latest_checkpoint(run_with_three_checkpoints)
+    _, restored, _ = load_latest_checkpoint(run_with_three_checkpoints)
     assert restored.update == 3

@@ -57,7 +57,8 @@ def test_serial_games_are_the_vector_env_games(max_episode_steps):
 
 def test_process_batches_are_the_in_process_workers_batches():
     """Each worker process collects exactly what `RolloutWorker` w collects in this process with
-    ale-py's vector env (and so what Ray's worker w collects), before and after a restart."""
+    ale-py's vector env (and so what Ray's worker w collects), also after its games were saved and
+    continued in new worker processes (a resume)."""
     # One group per worker: with two, the in-process vector env has a step in flight when a batch
     # completes, which the next batch counts (num_env_steps moves by a step; the samples do not).
     config = pong_config("env.num_groups=1")
@@ -67,9 +68,10 @@ def test_process_batches_are_the_in_process_workers_batches():
     try:
         for update in (1, 2):
             if update == 2:
-                collector.restart(11)
-                for worker in expected_workers:
-                    worker.restart(11)
+                games = collector.get_state()
+                collector.close()
+                collector = ProcessRolloutCollector(config, games_seed=11, first_update=1)
+                collector.set_state(games)
             got = collector.collect_batch(parameters)
             parts = [worker.collect(parameters, update)[0] for worker in expected_workers]
             expected = concatenate_batches(parts)

@@ -103,24 +103,29 @@ def stop_at(update):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["processes", "local"])
-def test_same_seed_same_metrics_and_resume_is_exact(tmp_path, backend):
-    """Determinism, and exact resume: stopping at a periodic checkpoint and resuming gives the
-    same weights and rows as never stopping (the games restart at every periodic checkpoint)."""
-    overrides = [*TINY_PONG, "train.max_steps=null", "train.checkpoint_every=2", f"rollout.backend={backend}"]
-    config = load_config(CONFIGS / "pong.yaml", overrides)
-    train(config, tmp_path / "first", on_update=stop_at(4))
-    train(config, tmp_path / "second", on_update=stop_at(4))
+def test_checkpoints_change_nothing_and_every_resume_is_exact(tmp_path, backend):
+    """Determinism; checkpoints are invisible to the games (a checkpoint after every update gives
+    the rows and weights of one checkpoint at the end); and a run stopped between periodic
+    checkpoints (as by Ctrl-C) and resumed gives the same weights and rows as never stopping."""
+    # 2 games per worker (processes) or 4 in 2 groups (local), long enough for episodes to end.
+    games = "env.num_envs=2" if backend == "processes" else "env.num_envs=4"
+    overrides = [*TINY_PONG, games, "train.max_steps=null", f"rollout.backend={backend}"]
+    config = load_config(CONFIGS / "pong.yaml", [*overrides, "train.checkpoint_every=1000"])
+    train(config, tmp_path / "first", on_update=stop_at(8))
     first = read_metrics(tmp_path / "first" / "metrics.csv")
-    assert len(first) == 4
-    assert timing_free(first) == timing_free(read_metrics(tmp_path / "second" / "metrics.csv"))
+    assert len(first) == 8 and first[-1]["episodes"] >= 2  # games ran across checkpoints to their end
+    every_update = load_config(CONFIGS / "pong.yaml", [*overrides, "train.checkpoint_every=1"])
+    train(every_update, tmp_path / "second", on_update=stop_at(8))
+    assert timing_free(read_metrics(tmp_path / "second" / "metrics.csv")) == timing_free(first)
 
-    train(config, tmp_path / "resumed", on_update=stop_at(2))
-    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(4))
+    train(config, tmp_path / "resumed", on_update=stop_at(3))
+    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(8))
     assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
     uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
-    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
-    for a, b in zip(uninterrupted, resumed, strict=True):
-        np.testing.assert_array_equal(a, b)
+    for run in ("second", "resumed"):
+        weights = keras.models.load_model(tmp_path / run / "model.keras").get_weights()
+        for a, b in zip(uninterrupted, weights, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_resume_refuses_a_changed_model(tmp_path):
