@@ -19,7 +19,6 @@ This module imports Ray only when a collector is made: Ray is the optional extra
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -282,7 +281,9 @@ class RayRolloutCollector:
         `STATE_TIMEOUT_SECONDS` (a checkpoint then saves no games, and a resume starts new ones)."""
         ray = self._ray
         try:
-            states = ray.get([actor.get_state.remote() for actor in self.workers], timeout=STATE_TIMEOUT_SECONDS)
+            states = ray.get(
+                [actor.get_state.remote() for actor in self.workers], timeout=STATE_TIMEOUT_SECONDS
+            )
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
             return None
         return join_worker_states(states)

@@ -64,7 +64,10 @@ def pack_bytes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def unpack_bytes(data: np.ndarray, lengths: np.ndarray) -> list[bytes]:
     """The byte strings that `pack_bytes` packed."""
     ends = np.cumsum(lengths)
-    return [data[end - length : end].tobytes() for end, length in zip(ends.tolist(), lengths.tolist(), strict=True)]
+    return [
+        data[end - length : end].tobytes()
+        for end, length in zip(ends.tolist(), lengths.tolist(), strict=True)
+    ]
 
 
 def check_num_games(state: GameState, key: str, num_envs: int) -> None:

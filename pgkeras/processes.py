@@ -181,7 +181,9 @@ class ProcessRolloutCollector:
         """Every worker's games (`RolloutWorker.get_state`), keys prefixed `w0.`, `w1.`..."""
         for worker in range(len(self._connections)):
             self._send(worker, ("get_state",))
-        return join_worker_states([self._answer(worker, "state")[0] for worker in range(len(self._connections))])
+        return join_worker_states(
+            [self._answer(worker, "state")[0] for worker in range(len(self._connections))]
+        )
 
     def set_state(self, state: GameState) -> None:
         """Continues every worker's games from a `get_state`.

@@ -163,6 +163,8 @@ def test_a_saved_collector_goes_on_exactly_as_the_original(env_id, num_groups, o
     copy = collector(seed=99)  # other games, replaced by the saved ones
     copy.set_state(saved)
     for update in range(3, 6):
-        batches_equal(original.collect_batch(random_choices(update)), copy.collect_batch(random_choices(update)))
+        batches_equal(
+            original.collect_batch(random_choices(update)), copy.collect_batch(random_choices(update))
+        )
     original.env.close()
     copy.env.close()
