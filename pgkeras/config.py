@@ -166,6 +166,9 @@ class RolloutConfig:
     num_workers: int = 2
     """Worker processes or Ray actors collecting rollouts (backends `processes` and `ray`); each
     collects an equal share of a batch."""
+    worker_timeout: float = 600.0
+    """Seconds the trainer waits for a worker's share of a batch (or its games at a checkpoint)
+    before it stops the run with an error: a worker that hangs ends the run, it does not hang it."""
 
 
 @dataclass
@@ -262,6 +265,7 @@ RESUMABLE_CHANGES = (
     "env.num_threads",
     "rollout.backend",
     "rollout.num_workers",
+    "rollout.worker_timeout",
     "ray.address",
 )
 """Settings a resumed run may change: the learning rate (to recover from a divergence), and settings
@@ -524,6 +528,8 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
     rollout, train = config.rollout, config.train
     if rollout.num_workers < 1:
         fail("rollout.num_workers", rollout.num_workers, "an integer >= 1")
+    if not rollout.worker_timeout > 0:
+        fail("rollout.worker_timeout", rollout.worker_timeout, "a positive number of seconds such as 600")
     if rollout.backend == "local":
         return
     if rollout.backend == "ray" and importlib.util.find_spec("ray") is None:

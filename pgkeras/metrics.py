@@ -63,9 +63,13 @@ class MetricsLogger:
         run_dir: the run folder.
         keep_through_update: on resume, rows after this update are dropped first, so that the
             resumed run continues the file with no duplicated rows.
+        keep_through_step: on resume, the agent steps of that update: TensorBoard is told to drop
+            the points a killed run logged after it, so its curves show no duplicates either.
     """
 
-    def __init__(self, run_dir: Path, keep_through_update: int | None = None):
+    def __init__(
+        self, run_dir: Path, keep_through_update: int | None = None, keep_through_step: int | None = None
+    ):
         self.path = Path(run_dir) / "metrics.csv"
         if keep_through_update is not None and self.path.exists():
             truncate_metrics(self.path, keep_through_update)
@@ -76,6 +80,8 @@ class MetricsLogger:
             self._writer.writerow(COLUMNS)
             self._file.flush()
         self._tensorboard = _TensorBoardWriter(Path(run_dir) / "tensorboard")
+        if keep_through_step is not None:
+            self._tensorboard.purge_after(keep_through_step)
 
     def log(self, row: MetricsRow) -> None:
         """Writes one row to the CSV file and TensorBoard, flushed to disk."""
@@ -136,6 +142,20 @@ class _TensorBoardWriter:
             ]
         )
         self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        self._writer.flush()
+
+    def purge_after(self, step: int) -> None:
+        """Makes TensorBoard drop the points of earlier event files from step `step + 1` on.
+
+        TensorBoard treats a SessionLog START at step s as a restart and discards the events with
+        step >= s that came before it (its `purge_orphaned_data`, on by default), as PyTorch's
+        `SummaryWriter(purge_step=...)` does.
+        """
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        self._writer.add_event(
+            Event(wall_time=time.time(), step=step + 1, session_log=SessionLog(status=SessionLog.START))
+        )
         self._writer.flush()
 
     def close(self) -> None:

@@ -40,8 +40,11 @@ STOP_TIMEOUT_SECONDS = 10.0
 def _serve(connection: Connection, config_data: dict[str, Any], worker: int, games_seed: int) -> None:
     """A worker process: builds its games, then answers the trainer's requests until told to stop
     or until the trainer's end of the pipe closes (the trainer died)."""
-    # Ctrl-C in a terminal reaches the whole process group; the trainer decides when to stop.
+    # Ctrl-C in a terminal, and SIGTERM from Slurm's scancel, systemd or `timeout`, reach the whole
+    # process group; the trainer decides when to stop, and needs its workers for the last checkpoint.
+    # A worker ends when the trainer closes its pipe, or dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     memory: SharedMemory | None = None
     try:
         rollout = RolloutWorker(config_data, worker, games_seed, serial=True)
@@ -97,6 +100,7 @@ class ProcessRolloutCollector:
 
     def __init__(self, config: Config, games_seed: int, first_update: int):
         self._update = first_update
+        self._timeout = config.rollout.worker_timeout
         context = multiprocessing.get_context("spawn")
         data = config_to_dict(config)
         self._connections: list[Connection] = []
@@ -140,8 +144,12 @@ class ProcessRolloutCollector:
     def _answer(self, worker: int, expected: str, timeout: float | None = None) -> tuple:
         """The next message of `worker`, which must be `expected`; otherwise a `RolloutWorkerError`."""
         connection = self._connections[worker]
+        timeout = self._timeout if timeout is None else timeout
         if not wait([connection], timeout):
-            raise RolloutWorkerError(f"rollout worker {worker} did not answer within {timeout:.0f} s")
+            raise RolloutWorkerError(
+                f"update {self._update}: rollout worker {worker} (process {self._processes[worker].pid}) did not "
+                f"answer within {timeout:g} s (rollout.worker_timeout); resume from the last checkpoint"
+            )
         try:
             kind, *payload = connection.recv()
         except (EOFError, ConnectionResetError):

@@ -21,6 +21,7 @@ import yaml
 from pgkeras.checkpoints import (
     TrainingState,
     copy_file_atomically,
+    list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
     save_model_atomically,
@@ -205,7 +206,11 @@ def train(
     # When workers play, this process needs the game only for its shapes (and the LQR's gain).
     env = make_env(config, num_envs=1 if workers_play else None)
     games = None
-    if resume:
+    checkpointed = resume and bool(list_checkpoints(run_dir))
+    if resume and not checkpointed:
+        # Stopped (killed) before its first checkpoint: nothing to continue, so start it over.
+        progress.note(f"{run_dir} has no checkpoint yet: starting the run from update 0")
+    if checkpointed:
         model, state, games = load_latest_checkpoint(run_dir)
         model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
         save_config(config, run_dir / "config.yaml")  # with any allowed change, e.g. a new max_steps
@@ -256,7 +261,11 @@ def train(
         optimal = _format_vector(env.optimal_theta(train_config.gamma))
         progress.note(f"optimal theta (minus the Riccati gain): {optimal}")
     sigma = config.model.gaussian_sigma
-    logger = MetricsLogger(run_dir, keep_through_update=state.update if resume else None)
+    logger = MetricsLogger(
+        run_dir,
+        keep_through_update=state.update if resume else None,
+        keep_through_step=state.env_steps if resume else None,
+    )
 
     update, env_steps, episodes = state.update, state.env_steps, state.episodes
     running_reward, best = state.running_reward, state.best_score

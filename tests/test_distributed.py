@@ -159,3 +159,26 @@ def test_training_goes_on_when_a_worker_is_killed(tmp_path, monkeypatch):
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert [row["update"] for row in rows] == list(range(1, result.updates + 1))
     assert all(row["batch_size"] >= 1000 for row in rows)
+
+
+@pytest.mark.slow
+def test_a_resumed_ray_run_continues_its_games_exactly(tmp_path):
+    """The checkpoint holds each actor's games (replayed into the new actors on resume), so a Ray
+    run stopped between periodic checkpoints and resumed repeats the uninterrupted run's rows."""
+    config = pong_config(
+        "env.num_envs=2", "rollout.backend=ray", "rollout.num_workers=2", "train.max_steps=null"
+    )
+
+    def stop_at(update):
+        return lambda row, model: row.update >= update
+
+    train(config, tmp_path / "first", on_update=stop_at(5))
+    train(config, tmp_path / "resumed", on_update=stop_at(3))
+    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(5))
+
+    def timing_free(run):
+        rows = read_metrics(tmp_path / run / "metrics.csv")
+        return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
+
+    assert len(timing_free("first")) == 5
+    assert timing_free("resumed") == timing_free("first")

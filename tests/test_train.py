@@ -146,11 +146,11 @@ def test_a_full_disk_at_save_time_is_one_line_and_keeps_the_last_checkpoint(tmp_
     real_save = pgkeras.train.save_checkpoint
     saves = []
 
-    def save_until_the_disk_fills(run_dir, model, state):
+    def save_until_the_disk_fills(run_dir, model, state, games=None):
         saves.append(state.update)
         if len(saves) > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(run_dir, model, state)
+        return real_save(run_dir, model, state, games)
 
     monkeypatch.setattr(pgkeras.train, "save_checkpoint", save_until_the_disk_fills)
     run_dir = tmp_path / "run"
