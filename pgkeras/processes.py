@@ -146,9 +146,10 @@ class ProcessRolloutCollector:
         connection = self._connections[worker]
         timeout = self._timeout if timeout is None else timeout
         if not wait([connection], timeout):
+            pid = self._processes[worker].pid
             raise RolloutWorkerError(
-                f"update {self._update}: rollout worker {worker} (process {self._processes[worker].pid}) did not "
-                f"answer within {timeout:g} s (rollout.worker_timeout); resume from the last checkpoint"
+                f"update {self._update}: rollout worker {worker} (process {pid}) did not answer within "
+                f"{timeout:g} s (rollout.worker_timeout); resume from the last checkpoint"
             )
         try:
             kind, *payload = connection.recv()

@@ -161,7 +161,8 @@ def test_kill_9_at_random_moments_and_resume_give_the_uninterrupted_run(tmp_path
     (timing aside), TensorBoard's points and the final weights are those of a run never stopped.
     A kill before the first checkpoint makes --resume start the run over."""
     settings = ["env.num_envs=2", "train.samples_per_update=1000", "model.hidden_units=[16]",
-                "train.checkpoint_every=2", f"rollout.backend={backend}", "train.max_steps=30000"]  # fmt: skip
+                "train.checkpoint_every=2", "train.max_steps=30000",
+                f"rollout.backend={backend}"]  # fmt: skip
     overrides = [word for setting in settings for word in ("--set", setting)]
     reference = run(SCRIPTS / "train_pong.py", *overrides, "--run-dir", tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr
