@@ -1,8 +1,16 @@
 """How soon does the agent beat Pong's AI? Train (or read finished runs) and print when the running
-reward first crosses each threshold, in wall time and agent steps.
+reward first crosses each threshold, in wall time and agent steps, and what the policy of that
+moment scores in full games.
 
     python benchmarks/learning.py --config configs/pong.yaml --seeds 0 1 2   # stops each at +20
     python benchmarks/learning.py --runs runs/pong-seed0 runs/pong-seed1   # summarise finished runs
+
+The running reward (Karpathy's 0.99 mean over episodes) lags the policy. So while training, the
+model is saved the moment the running reward first reaches each threshold
+(`RUN/crossings/running+0.keras`, ...), and each of those policies then plays `--eval-episodes`
+separate full games (sampled actions, the run's own game settings). The final policy also plays
+them with ALE v5's sticky actions (`--sticky-action-prob`, 0.25), which deterministic Pong without
+them cannot be memorised against.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from pathlib import Path
 from pgkeras.metrics import read_metrics
 
 THRESHOLDS = (-20, -15, -10, -5, 0, 5, 10, 15, 20)
+CROSSINGS = "crossings"
+"""Folder of a run where the policy is saved at each first crossing."""
 
 
 def crossings(metrics_csv: Path) -> dict[int, tuple[float, int] | None]:
@@ -32,6 +42,46 @@ def crossings(metrics_csv: Path) -> dict[int, tuple[float, int] | None]:
             ):
                 found[threshold] = (row["wall_time"], int(row["env_steps"]))
     return found
+
+
+def snapshot_path(run_dir: Path, threshold: int) -> Path:
+    return Path(run_dir) / CROSSINGS / f"running{threshold:+d}.keras"
+
+
+def save_at_crossings(run_dir: Path, stop_at: float):
+    """An `on_update` callback: saves the model the first time the running reward reaches each
+    threshold, and stops the run at `stop_at`."""
+
+    def on_update(row, model) -> bool:
+        for threshold in THRESHOLDS:
+            path = snapshot_path(run_dir, threshold)
+            if row.running_reward >= threshold and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                model.save(path)
+        return row.running_reward >= stop_at
+
+    return on_update
+
+
+def full_game_score(model_path: Path, run_dir: Path, episodes: int, sticky_action_prob: float | None = None):
+    """Mean reward of `episodes` full games (one per parallel game, sampled actions, seeded)."""
+    import numpy as np
+    import yaml
+
+    from pgkeras.checkpoints import load_policy
+    from pgkeras.config import config_from_dict
+    from pgkeras.envs import make_env
+    from pgkeras.play import evaluate
+
+    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), "config.yaml")
+    if sticky_action_prob is not None:
+        config.env.sticky_action_prob = sticky_action_prob
+    env = make_env(config, num_envs=episodes)
+    try:
+        rewards = evaluate(load_policy(model_path), env, np.random.default_rng(0), seed=12345)
+    finally:
+        env.close()
+    return float(rewards.mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stop-at", type=float, default=20.0, help="stop a run once its running reward reaches this"
     )
+    parser.add_argument("--eval-episodes", type=int, default=10, help="full games per saved policy (0: none)")
+    parser.add_argument(
+        "--sticky-action-prob", type=float, default=0.25, help="sticky actions for the final policy's games"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("runs/learning"))
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)
@@ -66,29 +120,60 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(
                 args.config, [*args.overrides, f"seed={seed}", f"train.max_steps={args.max_steps}"]
             )
-            train(
-                config,
-                run_dir,
-                resume=(run_dir / "config.yaml").exists(),
-                on_update=lambda row, model: row.running_reward >= args.stop_at,
-            )
+            resume = (run_dir / "config.yaml").exists()
+            train(config, run_dir, resume=resume, on_update=save_at_crossings(run_dir, args.stop_at))
             run_dirs.append(run_dir)
 
     table = {str(run): crossings(run / "metrics.csv") for run in run_dirs}
+    scores: dict[str, dict[int, float | None]] = {}
+    final: dict[str, dict[str, float]] = {}
+    for run in run_dirs:
+        scores[str(run)] = {
+            threshold: full_game_score(snapshot_path(run, threshold), run, args.eval_episodes)
+            if args.eval_episodes and snapshot_path(run, threshold).is_file()
+            else None
+            for threshold in THRESHOLDS
+        }
+        if args.eval_episodes and (run / "model.keras").is_file():
+            final[str(run)] = {
+                "score": full_game_score(run / "model.keras", run, args.eval_episodes),
+                "sticky_score": full_game_score(
+                    run / "model.keras", run, args.eval_episodes, args.sticky_action_prob
+                ),
+            }
+
     print(
-        f"{'running reward':>15} | " + " | ".join(f"{Path(r).name:>24}" for r in table) + " | median minutes"
+        f"{'running reward':>15} | "
+        + " | ".join(f"{Path(r).name:>32}" for r in table)
+        + " | median minutes | median steps | median score"
     )
     for threshold in THRESHOLDS:
-        cells, minutes = [], []
-        for found in table.values():
-            hit = found[threshold]
-            cells.append(f"{hit[0] / 60:6.1f} min {hit[1]:>10,} st" if hit else f"{'-':>24}")
+        cells, minutes, steps, points = [], [], [], []
+        for run, found in table.items():
+            hit, score = found[threshold], scores[run][threshold]
+            scored = f" ({score:+5.1f})" if score is not None else " " * 8
+            cells.append(f"{hit[0] / 60:5.1f} min {hit[1]:>9,} st{scored}" if hit else f"{'-':>32}")
             if hit:
                 minutes.append(hit[0] / 60)
-        median = f"{statistics.median(minutes):.1f}" if len(minutes) == len(table) else "-"
-        print(f"{threshold:>+15d} | " + " | ".join(cells) + f" | {median}")
+                steps.append(hit[1])
+            if score is not None:
+                points.append(score)
+        complete = len(minutes) == len(table)
+        median = f"{statistics.median(minutes):14.1f}" if complete else f"{'-':>14}"
+        median_steps = f"{statistics.median(steps):12,.0f}" if complete else f"{'-':>12}"
+        median_score = f"{statistics.median(points):+12.1f}" if len(points) == len(table) else f"{'-':>12}"
+        print(f"{threshold:>+15d} | " + " | ".join(cells) + f" | {median} | {median_steps} | {median_score}")
+    print(f"(score: mean reward of the policy saved at that moment over {args.eval_episodes} full games)")
+    for run, result in final.items():
+        print(
+            f"{Path(run).name}: final model.keras {result['score']:+.1f} over {args.eval_episodes} games, "
+            f"{result['sticky_score']:+.1f} with sticky actions {args.sticky_action_prob}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(table, indent=1))
+        data = {
+            run: {"crossings": table[run], "scores": scores[run], "final": final.get(run)} for run in table
+        }
+        args.json.write_text(json.dumps(data, indent=1))
     return 0
 
 

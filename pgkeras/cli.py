@@ -73,7 +73,6 @@ def train_main(
     )
     parser.add_argument(
         "--config",
-        default=default_config,
         help=f"YAML config file (default: {default_config})" if default_config else "YAML config file",
     )
     parser.add_argument(
@@ -92,6 +91,13 @@ def train_main(
         help="continue the run in RUN_DIR from its newest checkpoint",
     )
     args = parser.parse_args(argv)
+    if args.resume is not None and (args.config is not None or args.run_dir is not None):
+        given = "--config" if args.config is not None else "--run-dir"
+        return _fail(
+            f"--resume {args.resume} continues that run with its own config.yaml in its own folder; "
+            f"drop {given} (--set may still change what a resume allows)"
+        )
+    args.config = args.config or (None if args.resume is not None else default_config)
     if args.config is None and args.resume is None:
         return _fail("--config FILE is required (or --resume RUN_DIR), e.g. --config configs/cartpole.yaml")
 

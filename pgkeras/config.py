@@ -23,6 +23,10 @@ LQR_ID = "LQR"
 """`env.id` of the linear-quadratic regulator in `pgkeras.envs`."""
 
 
+PONG_IDS = ("ALE/Pong-v5", "Pong", "pong")
+"""The ids that mean Pong: ale-py's games with Karpathy's preprocessing and per-point returns."""
+
+
 class ConfigError(ValueError):
     """A configuration file, override or value is not valid. The message is one line."""
 
@@ -77,6 +81,9 @@ class EnvConfig:
     """Split the games into this many groups, stepped in turn, so that the emulator plays one group
     while the policy chooses the actions of another (Atari only; must divide num_envs). 1: all
     games in lockstep."""
+    actions: Literal["updown", "all"] = "updown"
+    """Pong's actions: UP and DOWN (Karpathy), or all six of its minimal set (NOOP, FIRE, UP, DOWN,
+    UPFIRE, DOWNFIRE; the blog's part 2)."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -92,6 +99,15 @@ class ModelConfig:
     (the LQR)."""
     hidden_units: list[int] = field(default_factory=lambda: [200])
     """Width of each hidden Dense layer (ReLU). For `conv`, the Dense layers after the convolutions."""
+    output: Literal["softmax", "sigmoid"] = "softmax"
+    """`mlp` and `conv`: a softmax over the actions, trained with categorical cross-entropy; or, for
+    two actions, Karpathy's single sigmoid unit P(first action), trained with binary cross-entropy
+    (the same trick: the sampled action is the label, the advantage the sample weight)."""
+    use_bias: bool = True
+    """`mlp` and `conv`: Dense layers with biases (Karpathy's network has none)."""
+    kernel_initializer: Literal["glorot_uniform", "fan_in_normal"] = "glorot_uniform"
+    """`mlp` and `conv`: Keras's default, or N(0, 1/fan_in) untruncated, Karpathy's
+    `randn(...) / sqrt(fan_in)`."""
     conv_filters: list[int] = field(default_factory=lambda: [16, 32])
     """Filters of each convolution (`conv` only)."""
     conv_kernel_sizes: list[int] = field(default_factory=lambda: [8, 4])
@@ -100,6 +116,8 @@ class ModelConfig:
     """Stride of each convolution (`conv` only)."""
     temperature: float = 1.0
     """tau of `tabular_softmax`: the preferences are divided by it before the softmax."""
+    dropout: float = 0.0
+    """`conv`: fraction of the flattened convolution features dropped in each training step."""
     sigma: float = 0.3
     """Fixed standard deviation of the `linear_gaussian` action noise."""
 
@@ -113,19 +131,26 @@ class ModelConfig:
 class TrainConfig:
     """How experience becomes one `model.fit` update, and when to stop."""
 
-    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    """Keras optimizer applied to the cross-entropy-trick loss."""
+    optimizer: Literal["adam", "rmsprop", "karpathy_rmsprop", "sgd"] = "adam"
+    """Keras optimizer applied to the cross-entropy-trick loss. `rmsprop` is Keras's, which divides
+    by sqrt(v + 1e-5); `karpathy_rmsprop` divides by sqrt(v) + 1e-5, as pg-pong.py does."""
+    loss_reduction: Literal["sum_over_batch_size", "sum"] = "sum_over_batch_size"
+    """How Keras reduces the weighted per-sample losses: their mean (its default), or their sum,
+    whose gradient is Karpathy's gradient summed over the batch."""
     learning_rate: float = 1e-3
     """Optimizer step size."""
     rmsprop_rho: float = 0.99
     """RMSprop's decay of the running mean of squared gradients (Karpathy's `decay_rate`)."""
     gamma: float = 0.99
     """Discount of future rewards, in [0, 1]."""
-    reset_on_reward: bool = True
-    """Restart the discounted sum at every non-zero reward. Pong-specific: each point is its own game."""
-    advantage: Literal["standardize", "center", "none"] = "standardize"
+    reset_on_reward: bool | None = None
+    """Restart the discounted sum at every non-zero reward. Pong-specific: each point is its own
+    game. null (the default) means true for Pong and false for every other game, where a reset at
+    every reward would make each return the immediate reward; the saved config holds the value."""
+    advantage: Literal["standardize", "standardize_per_episode", "center", "none"] = "standardize"
     """Advantages from returns over the batch: subtract the mean and divide by the standard
-    deviation (Karpathy), subtract the mean only (the blog), or use the returns as they are."""
+    deviation, the same within each episode (pg-pong.py; needs `episodes_per_update`), subtract the
+    mean only (the blog), or use the returns as they are."""
     episodes_per_update: int | None = None
     """Update after this many finished episodes (Karpathy: 10). Set this or `samples_per_update`."""
     samples_per_update: int | None = 5000
@@ -151,7 +176,11 @@ class EvalConfig:
     episodes: int = 4
     """Episodes per evaluation, played in parallel, one per game."""
     greedy: bool = False
-    """Evaluate the most probable action instead of sampling from the softmax."""
+    """Evaluate the most probable action instead of sampling from the softmax. Greedy play of a
+    deterministic game (Pong without sticky actions) is the same game every time, so one is played."""
+    sticky_action_prob: float | None = None
+    """Sticky actions of the evaluation games (Atari only); null: those of the training games. ALE
+    v5's 0.25 tests that a policy plays Pong, not one memorised rally."""
 
 
 @dataclass
@@ -262,6 +291,7 @@ RESUMABLE_CHANGES = (
     "eval.every_updates",
     "eval.episodes",
     "eval.greedy",
+    "eval.sticky_action_prob",
     "env.num_threads",
     "rollout.backend",
     "rollout.num_workers",
@@ -443,7 +473,12 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
 
 
 def validate(config: Config, source: str = "config") -> None:
-    """Checks value ranges and combinations; raises `ConfigError` naming the first bad key."""
+    """Checks value ranges and combinations; raises `ConfigError` naming the first bad key.
+
+    Settings whose default depends on the game (`train.reset_on_reward: null`) get their value here.
+    """
+    if config.train.reset_on_reward is None:
+        config.train.reset_on_reward = config.env.id in PONG_IDS
 
     def fail(key: str, received: Any, expected: str) -> None:
         raise ConfigError(f"{source}: {key}: got {received!r}, expected {expected}")
@@ -465,6 +500,10 @@ def validate(config: Config, source: str = "config") -> None:
         fail("env.num_threads", env.num_threads, "0 (automatic) or a positive number of threads")
     if model.kind == "mlp" and not model.hidden_units:
         fail("model.hidden_units", model.hidden_units, "at least one layer width, e.g. [200]")
+    if not 0.0 <= model.dropout < 1.0:
+        fail("model.dropout", model.dropout, "a fraction in [0, 1), e.g. 0.1")
+    if env.actions != "updown" and env.id not in PONG_IDS:
+        fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):
         values = getattr(model, name)
         if any(v < 1 for v in values):
@@ -516,6 +555,14 @@ def validate(config: Config, source: str = "config") -> None:
         fail("eval.every_updates", evaluation.every_updates, "0 (off) or a positive number of updates")
     if not 1 <= evaluation.episodes <= 64:
         fail("eval.episodes", evaluation.episodes, "1 to 64 episodes")
+    if train.advantage == "standardize_per_episode" and train.episodes_per_update is None:
+        fail("train.advantage", train.advantage, "standardize or center with samples_per_update, or "
+             "train.episodes_per_update set (batches of whole episodes)")  # fmt: skip
+    if model.output == "sigmoid" and model.kind not in ("mlp", "conv"):
+        fail("model.output", model.output, f"softmax with model.kind {model.kind}")
+    sticky = evaluation.sticky_action_prob
+    if sticky is not None and not 0.0 <= sticky <= 1.0:
+        fail("eval.sticky_action_prob", sticky, "a probability in [0, 1], or null for the training games'")
     _validate_rollout(config, fail)
 
 

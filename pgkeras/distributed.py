@@ -196,6 +196,7 @@ class RayRolloutCollector:
         self._ray = ray
         self._note = note
         self._update = first_update
+        self._timeout = config.rollout.worker_timeout
         num_workers = config.rollout.num_workers
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
@@ -245,7 +246,19 @@ class RayRolloutCollector:
         ray = self._ray
         for _ in range(int(RESTART_WAIT_SECONDS / RETRY_SECONDS)):
             try:
-                batch, pid = ray.get(call)
+                batch, pid = ray.get(call, timeout=self._timeout)
+            except ray.exceptions.GetTimeoutError:
+                raise RolloutWorkerError(
+                    f"update {self._update}: rollout worker {worker} did not answer within "
+                    f"{self._timeout:g} s (rollout.worker_timeout); resume from the last checkpoint"
+                ) from None
+            except ray.exceptions.RayTaskError as error:  # the worker raised: a bug, a broken game
+                cause = error.cause if isinstance(error.cause, BaseException) else error
+                message = " ".join(str(cause).split()) or type(cause).__name__
+                raise RolloutWorkerError(
+                    f"update {self._update}: rollout worker {worker} failed: "
+                    f"{type(cause).__name__}: {message}"
+                ) from None
             except ray.exceptions.RayActorError as error:
                 # Reported once per death; Ray then answers "unavailable" until the restart is done.
                 if self._pids[worker] is not None:

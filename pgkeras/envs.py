@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from pgkeras.config import LQR_ID, Config, LQRConfig
+from pgkeras.config import LQR_ID, PONG_IDS, Config, LQRConfig
 from pgkeras.preprocess import (
     FRAME_HEIGHT,
     FRAME_SIZE,
@@ -25,11 +25,20 @@ from pgkeras.preprocess import (
     pong_frames,
 )
 
-PONG_IDS = ("ALE/Pong-v5", "Pong", "pong")
 # Indices into Pong's minimal action set [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]:
 # RIGHT moves the agent's paddle up and LEFT moves it down (Karpathy's actions 2 and 3).
 PONG_ACTIONS = np.array([2, 3], dtype=np.int32)
 PONG_ACTION_NAMES = ("UP", "DOWN")
+# `env.actions: all`: the whole minimal set, named as the paddle moves.
+PONG_ALL_ACTIONS = np.arange(6, dtype=np.int32)
+PONG_ALL_ACTION_NAMES = ("NOOP", "FIRE", "UP", "DOWN", "UPFIRE", "DOWNFIRE")
+
+
+def pong_action_set(actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Indices into Pong's minimal action set, and their names, for `env.actions` (updown or all)."""
+    if actions == "all":
+        return PONG_ALL_ACTIONS, PONG_ALL_ACTION_NAMES
+    return PONG_ACTIONS, PONG_ACTION_NAMES
 
 
 STICKY_PRIMING_ACTS = 100
@@ -124,8 +133,6 @@ class PongVectorEnv:
     observation_size = FRAME_SIZE
     observation_dtype = np.dtype(np.int8)
     action_dtype = np.dtype(np.int32)
-    num_actions = len(PONG_ACTIONS)
-    action_names = PONG_ACTION_NAMES
 
     def __init__(
         self,
@@ -136,8 +143,12 @@ class PongVectorEnv:
         num_threads: int = 0,
         rgb: bool = False,
         num_groups: int = 1,
+        actions: str = "updown",
     ):
         from ale_py.vector_env import AtariVectorEnv
+
+        self.action_map, self.action_names = pong_action_set(actions)
+        self.num_actions = len(self.action_map)
 
         if num_groups < 1 or num_envs % num_groups:
             raise ValueError(f"num_groups must divide num_envs: got {num_groups} groups for {num_envs} games")
@@ -204,7 +215,7 @@ class PongVectorEnv:
 
     def send(self, group: int, actions: np.ndarray) -> None:
         """Starts one agent step of the games in `group`. `actions`: int of 0 (UP) or 1 (DOWN)."""
-        self.vector_envs[group].send(PONG_ACTIONS[actions])
+        self.vector_envs[group].send(self.action_map[actions])
         self._in_flight[group] = actions
 
     def recv(self, group: int) -> StepResult:
@@ -261,7 +272,7 @@ class PongVectorEnv:
                 if step > 0 and starting.any():
                     vector_env.reset(options={"reset_mask": starting})
                 if step < num_steps:
-                    vector_env.step(PONG_ACTIONS[schedule[:, step]])
+                    vector_env.step(self.action_map[schedule[:, step]])
         self._history_lengths[:] = counts
         self._in_flight = [None] * len(self.groups)
         previous = state["previous_frames"]
@@ -299,8 +310,6 @@ class PongSerialEnv(LockstepGroups):
     observation_size = PongVectorEnv.observation_size
     observation_dtype = PongVectorEnv.observation_dtype
     action_dtype = PongVectorEnv.action_dtype
-    num_actions = PongVectorEnv.num_actions
-    action_names = PongVectorEnv.action_names
 
     def __init__(
         self,
@@ -308,8 +317,12 @@ class PongSerialEnv(LockstepGroups):
         frame_skip: int = 4,
         sticky_action_prob: float = 0.0,
         max_episode_steps: int | None = None,
+        actions: str = "updown",
     ):
         from ale_py import ALEInterface, LoggerMode, roms
+
+        action_map, self.action_names = pong_action_set(actions)
+        self.num_actions = len(action_map)
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
         self.num_envs = num_envs
@@ -318,7 +331,7 @@ class PongSerialEnv(LockstepGroups):
         self.max_frames = max_episode_steps * frame_skip if max_episode_steps else 108_000
         self._rom = roms.get_rom_path("pong")
         self.games = [self._load(ALEInterface(), seed=None) for _ in range(num_envs)]
-        self._actions = [self.games[0].getMinimalActionSet()[a] for a in PONG_ACTIONS]
+        self._actions = [self.games[0].getMinimalActionSet()[a] for a in action_map]
         self._frames = np.zeros(num_envs, np.int64)  # emulator frames of each game's episode
         self._last_actions = [self._actions[0]] * num_envs  # what a sticky action repeats
         self._screens = np.zeros((num_envs, SCREEN_HEIGHT, SCREEN_WIDTH), np.uint8)
@@ -675,7 +688,9 @@ def make_env(
     env = config.env
     num_envs = env.num_envs if num_envs is None else num_envs
     if is_pong(env.id) and serial and not rgb:
-        return PongSerialEnv(num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps)
+        return PongSerialEnv(
+            num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions
+        )
     if is_pong(env.id):
         return PongVectorEnv(
             num_envs,
@@ -685,9 +700,14 @@ def make_env(
             num_threads=env.num_threads,
             rgb=rgb,
             num_groups=env.num_groups if num_envs % env.num_groups == 0 else 1,
+            actions=env.actions,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)
+    if env.id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)  # the ALE namespace, so that a misspelt game gets a suggestion
     try:
         return GymVectorEnv(env.id, num_envs, env.max_episode_steps, env.kwargs)
     except (gym.error.Error, TypeError) as error:

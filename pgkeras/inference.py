@@ -14,7 +14,8 @@ from threadpoolctl import threadpool_limits
 
 Parameters = list[tuple]
 """One `(kernel, activation)` or `(kernel, bias, activation)` tuple per Dense layer, in order;
-activation is "relu", "softmax" or "linear". `pgkeras.policies.DenseForward.parameters` has this form."""
+activation is "relu", "softmax", "sigmoid" or "linear". `pgkeras.policies.DenseForward.parameters`
+has this form."""
 
 
 def dense_forward(parameters: Parameters, observations: np.ndarray) -> np.ndarray:
@@ -39,7 +40,22 @@ def dense_forward(parameters: Parameters, observations: np.ndarray) -> np.ndarra
             np.maximum(x, 0.0, out=x)
         elif activation == "softmax":
             x = softmax_rows(x)
+        elif activation == "sigmoid":
+            x = 1.0 / (1.0 + np.exp(-x))
     return x
+
+
+def action_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """A softmax policy's outputs `(N, A)` as they are; a one-unit sigmoid policy's P(first action)
+    `(N, 1)` as the two columns `[p, 1 - p]`.
+
+    Example:
+        >>> action_probabilities(np.array([[0.75]])).tolist()
+        [[0.75, 0.25]]
+    """
+    if outputs.shape[1] == 1:
+        return np.concatenate([outputs, 1.0 - outputs], axis=1)
+    return outputs
 
 
 class NumpyPolicy:
@@ -62,7 +78,7 @@ class NumpyPolicy:
         outputs = dense_forward(self.parameters, observations)
         if self.sigma is not None:
             return sample_gaussian(outputs[:, 0], self.sigma, self.rng)
-        return sample_categorical(outputs, self.rng)
+        return sample_categorical(action_probabilities(outputs), self.rng)
 
 
 def blas_on_one_thread() -> AbstractContextManager:

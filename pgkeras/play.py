@@ -75,7 +75,9 @@ def load_run_config(model_path: Path, config_path: Path | None = None) -> Config
 def check_model_fits_env(model: keras.Model, model_path: Path, env, env_id: str) -> None:
     """Raises `ModelFileError` naming both shapes when the model cannot play this environment."""
     expected_in, expected_out = (None, env.observation_size), (None, env.num_actions)
-    if tuple(model.input_shape) != expected_in or tuple(model.output_shape) != expected_out:
+    # A two-action game also takes a one-unit sigmoid policy (P of the first action).
+    outputs = {expected_out, (None, 1)} if env.num_actions == 2 else {expected_out}
+    if tuple(model.input_shape) != expected_in or tuple(model.output_shape) not in outputs:
         raise ModelFileError(
             f"{model_path}: model maps {tuple(model.input_shape)} -> {tuple(model.output_shape)}, "
             f"but {env_id} needs {expected_in} -> {expected_out}; use a model trained on this environment"
@@ -298,6 +300,11 @@ def play_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, help="write an MP4 of the game screen")
     parser.add_argument("--gif", type=Path, help="write an animated GIF of the game screen")
     parser.add_argument("--render", choices=["human"], help="show the game in a window")
+    parser.add_argument(
+        "--sticky-action-prob",
+        type=float,
+        help="probability that the emulator repeats the previous action (default: the run's; ALE v5: 0.25)",
+    )
     args = parser.parse_args(argv)
 
     def fail(message: str) -> int:
@@ -308,6 +315,10 @@ def play_main(argv: list[str] | None = None) -> int:
         return fail(f"--episodes: got {args.episodes}, expected at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         return fail(f"--max-steps: got {args.max_steps}, expected at least 1")
+    if args.sticky_action_prob is not None and not 0 <= args.sticky_action_prob < 1:
+        return fail(
+            f"--sticky-action-prob: got {args.sticky_action_prob}, expected a number in [0, 1), e.g. 0.25"
+        )
     for option, path in (("--video", args.video), ("--gif", args.gif)):
         if path is not None and not path.parent.is_dir():
             return fail(f"{option} {path}: folder {path.parent} does not exist")
@@ -316,6 +327,8 @@ def play_main(argv: list[str] | None = None) -> int:
     try:
         model_path = resolve_model_path(args.model)
         config = load_run_config(model_path, args.config)
+        if args.sticky_action_prob is not None:
+            config.env.sticky_action_prob = args.sticky_action_prob
         fps = ATARI_FPS / config.env.frame_skip
         if args.render:
             sinks.append(HumanWindow(fps))

@@ -12,7 +12,40 @@ import keras
 import numpy as np
 
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.inference import dense_forward, sample_categorical, sample_gaussian
+from pgkeras.inference import action_probabilities, dense_forward, sample_categorical, sample_gaussian
+
+
+@keras.saving.register_keras_serializable(package="pgkeras")
+class KarpathyRMSprop(keras.optimizers.RMSprop):
+    """RMSprop as pg-pong.py writes it: v = rho * v + (1 - rho) * g^2, then w -= lr * g / (sqrt(v) + eps).
+
+    Keras's `RMSprop` divides by sqrt(v + eps) instead. The two differ where gradients are small:
+    with eps = 1e-5 inside the root the denominator never falls below ~3e-3, so a gradient of 1e-5
+    moves a weight by lr * 3e-3 there and by about lr here. No momentum, not centred.
+
+    Args:
+        learning_rate: step size (Karpathy: 1e-4).
+        rho: decay of the running mean of squared gradients (his `decay_rate`, 0.99).
+        epsilon: added to the root (his 1e-5).
+    """
+
+    def __init__(self, learning_rate=1e-4, rho=0.99, epsilon=1e-5, **kwargs):
+        kwargs.pop("momentum", None)
+        kwargs.pop("centered", None)
+        super().__init__(learning_rate=learning_rate, rho=rho, epsilon=epsilon, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        velocity = self._velocities[self._get_variable_index(variable)]
+        self.assign(
+            velocity,
+            ops.add(ops.multiply(self.rho, velocity), ops.multiply(1 - self.rho, ops.square(gradient))),
+        )
+        self.assign_sub(
+            variable, ops.divide(ops.multiply(lr, gradient), ops.add(ops.sqrt(velocity), self.epsilon))
+        )
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -20,13 +53,16 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     if train.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=train.learning_rate)
     if train.optimizer == "rmsprop":
-        # Karpathy's RMSprop has no momentum and epsilon 1e-5.
         return keras.optimizers.RMSprop(
             learning_rate=train.learning_rate, rho=train.rmsprop_rho, epsilon=1e-5
         )
+    if train.optimizer == "karpathy_rmsprop":
+        return KarpathyRMSprop(learning_rate=train.learning_rate, rho=train.rmsprop_rho, epsilon=1e-5)
     if train.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=train.learning_rate)
-    raise ValueError(f"train.optimizer: got {train.optimizer!r}, expected 'adam', 'rmsprop' or 'sgd'")
+    raise ValueError(
+        f"train.optimizer: got {train.optimizer!r}, expected 'adam', 'rmsprop', 'karpathy_rmsprop' or 'sgd'"
+    )
 
 
 def build_policy(
@@ -79,22 +115,55 @@ def build_policy(
         ):
             x = keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=f"conv_{i}")(x)
         x = keras.layers.Flatten(name="flatten")(x)
+        if model_config.dropout:
+            x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
+    dense = {
+        "use_bias": model_config.use_bias,
+        "kernel_initializer": _initializer(model_config.kernel_initializer),
+    }
     for i, units in enumerate(model_config.hidden_units):
-        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-    outputs = keras.layers.Dense(num_actions, activation="softmax", name="action_probabilities")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}", **dense)(x)
+    if model_config.output == "sigmoid":
+        if num_actions != 2:
+            raise ValueError(
+                f"model.output 'sigmoid' needs a game with 2 actions, got {num_actions}; use softmax"
+            )
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="first_action_probability", **dense)(x)
+    else:
+        outputs = keras.layers.Dense(num_actions, activation="softmax", name="action_probabilities", **dense)(
+            x
+        )
     model = keras.Model(inputs, outputs, name=f"policy_{model_config.kind}")
-    compile_for_trick(model, make_optimizer(train_config))
+    compile_for_trick(model, make_optimizer(train_config), train_config.loss_reduction)
     return model
 
 
-def compile_for_trick(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+def _initializer(name: str) -> keras.initializers.Initializer | str:
+    """`fan_in_normal`: N(0, 1/fan_in), Karpathy's `randn(fan_out, fan_in) / sqrt(fan_in)`."""
+    if name == "fan_in_normal":
+        return keras.initializers.VarianceScaling(1.0, mode="fan_in", distribution="untruncated_normal")
+    return name
+
+
+def compile_for_trick(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, reduction: str = "sum_over_batch_size"
+) -> None:
     """Compiles `model` so that `fit(x, one_hot(actions), sample_weight=advantages)` is REINFORCE.
 
     The default reduction divides the weighted sum by the number of samples, so one step follows
-    (1 / N) * sum_i A_i * grad log pi(a_i | s_i). (Keras's other option would divide by the sum of
-    the weights, which is about zero once the advantages are centred.)
+    (1 / N) * sum_i A_i * grad log pi(a_i | s_i); `"sum"` leaves out the 1 / N, as pg-pong.py's
+    summed gradients do. (Keras's third option would divide by the sum of the weights, which is
+    about zero once the advantages are centred.) A one-unit sigmoid policy (P of the first of two
+    actions) gets binary cross-entropy: -log pi(a|s) again, with the label 1 for the first action.
     """
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    sigmoid = model.output_shape[-1] == 1
+    if reduction == "sum_over_batch_size":  # Keras's default: the plain name
+        loss = "binary_crossentropy" if sigmoid else "categorical_crossentropy"
+    elif sigmoid:
+        loss = keras.losses.BinaryCrossentropy(reduction=reduction)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(reduction=reduction)
+    model.compile(optimizer=optimizer, loss=loss)
 
 
 def build_tabular_softmax_policy(
@@ -158,7 +227,7 @@ class DenseForward:
             relu, softmax or linear (`mlp` and `linear_gaussian` policies).
     """
 
-    ACTIVATIONS = ("relu", "softmax", "linear")
+    ACTIVATIONS = ("relu", "softmax", "sigmoid", "linear")
 
     def __init__(self, model: keras.Model):
         self.model = model
@@ -215,8 +284,9 @@ class ActionSampler:
         return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:
-        """Returns float `(N, A)` action probabilities for observations `(N, D)`."""
-        return self.outputs(observations)
+        """Returns float `(N, A)` action probabilities for observations `(N, D)` (both columns
+        for a one-unit sigmoid policy)."""
+        return action_probabilities(self.outputs(observations))
 
     def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
         """Draws one action per row from the softmax (or takes the argmax when `greedy`).

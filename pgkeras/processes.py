@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -220,8 +221,9 @@ class ProcessRolloutCollector:
         for connection in self._connections:
             with contextlib.suppress(OSError):
                 connection.send(("stop",))
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         for process in self._processes:
-            process.join(STOP_TIMEOUT_SECONDS)
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-AdvantageMode = Literal["standardize", "center", "none"]
+AdvantageMode = Literal["standardize", "standardize_per_episode", "center", "none"]
 # Below this spread the returns carry no preference between actions; dividing by it would only
 # amplify round-off into huge advantages (and 0/0 into NaN when every return is equal).
 MIN_STD = 1e-8
@@ -62,26 +62,45 @@ def discounted_returns(
     return np.array(returns[::-1], dtype=np.float32)
 
 
-def compute_advantages(returns: np.ndarray, mode: AdvantageMode = "standardize") -> np.ndarray:
+def compute_advantages(
+    returns: np.ndarray, mode: AdvantageMode = "standardize", segment_ids: np.ndarray | None = None
+) -> np.ndarray:
     """Turns a batch's returns into the advantages that weight each sample's log-likelihood.
 
     Args:
         returns: float array `(T,)` of discounted returns.
-        mode: "standardize" (subtract the mean, divide by the standard deviation: Karpathy),
+        mode: "standardize" (subtract the mean, divide by the standard deviation),
+            "standardize_per_episode" (the same within each episode, as pg-pong.py does),
             "center" (subtract the mean: the blog), or "none".
+        segment_ids: int `(T,)`, the episode of each sample; needed by "standardize_per_episode".
 
     Returns:
-        float32 array `(T,)`. A batch whose returns are all equal gives zeros, never NaN.
+        float32 array `(T,)`. A batch (or episode) whose returns are all equal gives zeros, never NaN.
 
     Example:
         >>> compute_advantages(np.array([1.0, 3.0]), "center").tolist()
         [-1.0, 1.0]
+        >>> episodes = np.array([0, 0, 1, 1])
+        >>> compute_advantages(np.array([1.0, 3.0, 5.0, 5.0]), "standardize_per_episode", episodes).tolist()
+        [-1.0, 1.0, 0.0, 0.0]
     """
     returns = np.asarray(returns, dtype=np.float64)
     if mode == "none":
         return returns.astype(np.float32)
+    if mode == "standardize_per_episode":
+        if segment_ids is None:
+            raise ValueError("advantage mode 'standardize_per_episode' needs the episode of each sample")
+        counts = np.bincount(segment_ids).astype(np.float64)
+        counts[counts == 0] = 1
+        means = np.bincount(segment_ids, returns) / counts
+        centred = returns - means[segment_ids]
+        stds = np.sqrt(np.bincount(segment_ids, centred**2) / counts)[segment_ids]
+        return np.where(stds > MIN_STD, centred / np.where(stds > MIN_STD, stds, 1), 0.0).astype(np.float32)
     if mode not in ("standardize", "center"):
-        raise ValueError(f"advantage mode: got {mode!r}, expected 'standardize', 'center' or 'none'")
+        raise ValueError(
+            f"advantage mode: got {mode!r}, expected 'standardize', 'standardize_per_episode', "
+            "'center' or 'none'"
+        )
     advantages = returns - returns.mean() if len(returns) else returns
     if mode == "standardize":
         std = advantages.std() if len(advantages) else 0.0

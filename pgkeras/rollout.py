@@ -38,6 +38,9 @@ class Batch(NamedTuple):
     """float64 `(E,)`: total reward of each episode that finished while this batch was collected."""
     episode_lengths: np.ndarray
     """int64 `(E,)`: agent steps of those episodes."""
+    segment_ids: np.ndarray
+    """int64 `(T,)`: which segment (point, or episode) of the batch each sample belongs to, 0, 1, ...
+    in the order of the samples. With `episodes_per_update` the segments are whole episodes."""
     num_env_steps: int
     """Agent steps taken (summed over games) while collecting, including unfinished segments."""
 
@@ -55,8 +58,15 @@ def derive_seed(*keys: int) -> int:
 def concatenate_batches(batches: list[Batch]) -> Batch:
     """One batch holding the samples and finished episodes of `batches`, in order (e.g. one per
     rollout worker)."""
+    offsets = np.cumsum([0] + [int(batch.segment_ids.max(initial=-1)) + 1 for batch in batches])
+    joined = {
+        name: np.concatenate([getattr(batch, name) for batch in batches]) for name in Batch._fields[:-2]
+    }
     return Batch(
-        *(np.concatenate([getattr(batch, name) for batch in batches]) for name in Batch._fields[:-1]),
+        **joined,
+        segment_ids=np.concatenate(
+            [batch.segment_ids + offset for batch, offset in zip(batches, offsets, strict=False)]
+        ),
         num_env_steps=sum(batch.num_env_steps for batch in batches),
     )
 
@@ -316,11 +326,18 @@ class RolloutCollector:
         self._episode_ends = grow(self._episode_ends)
 
     def _take_batch(self, num_env_steps: int) -> Batch:
-        observations, actions, rewards, returns = [], [], [], []
+        observations, actions, rewards, returns, segment_ids = [], [], [], [], []
+        num_segments = 0
         for game in self._games:  # once per update, not per step
             end = int(self._complete[game])
             if end == 0:
                 continue
+            ends = self._episode_ends[game, :end]
+            if self._segment_on_reward:
+                ends = ends | (self._rewards[game, :end] != 0)
+            starts = np.concatenate([[0], np.cumsum(ends[:-1], dtype=np.int64)])
+            segment_ids.append(num_segments + starts)
+            num_segments += int(ends.sum())
             observations.append(self._observations[game, :end])
             actions.append(self._actions[game, :end])
             rewards.append(self._rewards[game, :end])
@@ -339,6 +356,7 @@ class RolloutCollector:
             returns=np.concatenate(returns),
             episode_returns=np.array(self._finished_returns, dtype=np.float64),
             episode_lengths=np.array(self._finished_lengths, dtype=np.int64),
+            segment_ids=np.concatenate(segment_ids),
             num_env_steps=num_env_steps,
         )
         self._discard_complete()

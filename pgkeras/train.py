@@ -6,6 +6,7 @@ Data flows one way: config -> env + policy -> rollout -> returns -> update_polic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -26,9 +27,9 @@ from pgkeras.checkpoints import (
     save_checkpoint,
     save_model_atomically,
 )
-from pgkeras.config import Config, check_resume_changes, config_from_dict, save_config
+from pgkeras.config import Config, ConfigError, check_resume_changes, config_from_dict, save_config
 from pgkeras.distributed import RayRolloutCollector, check_ray_address
-from pgkeras.envs import LQRVectorEnv, make_env
+from pgkeras.envs import LQRVectorEnv, is_pong, make_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.play import evaluate
 from pgkeras.plots import plot_runs
@@ -86,7 +87,11 @@ def update_policy(
     Returns:
         The loss `fit` reports. Not a measure of progress (see `pgkeras.metrics`).
     """
-    if sigma is None:
+    if sigma is None and model.output_shape[-1] == 1:
+        # A sigmoid policy outputs P(action 0): its label is 1 for action 0 (Karpathy's "fake label").
+        targets = (actions == 0).astype(np.float32).reshape(-1, 1)
+        weights = advantages.astype(np.float32, copy=False)
+    elif sigma is None:
         num_actions = model.output_shape[-1]
         targets = keras.utils.to_categorical(actions, num_classes=num_actions).astype(np.float32)
         weights = advantages.astype(np.float32, copy=False)
@@ -95,7 +100,10 @@ def update_policy(
         weights = gaussian_sample_weights(advantages, sigma)
     one_step = minibatch_size is None or minibatch_size >= len(targets)
     if keras.backend.backend() == "jax":
-        observations, targets, weights = pad_to_few_sizes(observations, targets, weights, minibatch_size)
+        summed = getattr(model.loss, "reduction", None) == "sum"
+        observations, targets, weights = pad_to_few_sizes(
+            observations, targets, weights, minibatch_size, rescale=not summed
+        )
     # Observations go in their compact dtype (int8 for Pong): Keras casts them to the input's float32
     # inside the compiled step, which is cheaper than a 4x larger float32 copy here.
     if one_step:
@@ -120,6 +128,7 @@ def pad_to_few_sizes(
     targets: np.ndarray,
     weights: np.ndarray,
     minibatch_size: int | None = None,
+    rescale: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pads a batch with zero-weight rows so that its optimizer steps come in a few sizes only.
 
@@ -139,6 +148,8 @@ def pad_to_few_sizes(
         targets: `(T, K)` one-hot actions or `(T, 1)` continuous actions.
         weights: float32 `(T,)` per-sample weights.
         minibatch_size: the `fit` batch size, or None for one step on the whole batch.
+        rescale: scale the real weights as described; False for a loss reduced by "sum", whose
+            zero-weight rows change nothing anyway.
 
     Returns:
         `(observations, targets, weights)` with the same dtypes, padded along the first axis.
@@ -160,7 +171,8 @@ def pad_to_few_sizes(
         return out
 
     observations, targets, weights = padded(observations), padded(targets), padded(weights)
-    weights[last_step] *= (padded_size - last_step.start) / (size - last_step.start)
+    if rescale:
+        weights[last_step] *= (padded_size - last_step.start) / (size - last_step.start)
     if targets.shape[-1] > 1:
         targets[size:, 0] = 1  # valid one-hot rows; their weight is 0
     return observations, targets, weights
@@ -197,14 +209,14 @@ def train(
         saved_path = run_dir / "config.yaml"
         saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
         check_resume_changes(saved, config, str(saved_path))
+    # Everything that can fail on the config's account fails here, before anything is written.
     if config.rollout.backend == "ray":
-        check_ray_address(config.ray.address)  # before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
+        check_ray_address(config.ray.address)
     progress = progress or ProgressLine(every=config.train.log_every)
     train_config = config.train
     workers_play = config.rollout.backend != "local"
     # When workers play, this process needs the game only for its shapes (and the LQR's gain).
-    env = make_env(config, num_envs=1 if workers_play else None)
+    env = _setup(make_env, config, num_envs=1 if workers_play else None)
     games = None
     checkpointed = resume and bool(list_checkpoints(run_dir))
     if resume and not checkpointed:
@@ -213,15 +225,15 @@ def train(
     if checkpointed:
         model, state, games = load_latest_checkpoint(run_dir)
         model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
-        save_config(config, run_dir / "config.yaml")  # with any allowed change, e.g. a new max_steps
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
     else:
-        save_config(config, run_dir / "config.yaml")
         keras.utils.set_random_seed(config.seed)
-        model = build_policy(config.model, train_config, env.observation_shape, env.num_actions)
+        model = _setup(build_policy, config.model, train_config, env.observation_shape, env.num_actions)
         rng = np.random.default_rng(config.seed)
         state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")  # on resume with any allowed change, e.g. max_steps
     # A resume continues the checkpoint's games (below); these seeds start games only where the
     # checkpoint has none that fit.
     games_seed = derive_seed(config.seed, state.update)
@@ -270,7 +282,7 @@ def train(
     update, env_steps, episodes = state.update, state.env_steps, state.episodes
     running_reward, best = state.running_reward, state.best_score
     evaluation = config.eval
-    eval_env = make_env(config, num_envs=evaluation.episodes) if evaluation.every_updates else None
+    eval_env = _make_eval_env(config) if evaluation.every_updates else None
     wall_start = time.perf_counter() - state.wall_time
     interrupted = False
     curve_drawn_at = -math.inf
@@ -315,7 +327,7 @@ def train(
                     break
                 started = time.perf_counter()
                 batch = collect_batch()
-                advantages = compute_advantages(batch.returns, train_config.advantage)
+                advantages = compute_advantages(batch.returns, train_config.advantage, batch.segment_ids)
                 loss = update_policy(
                     model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
                 )
@@ -388,6 +400,29 @@ def train(
         if eval_env is not None:
             eval_env.close()
     return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+
+
+def _setup(build: Callable, *args, **kwargs):
+    """Calls `build` (the game or the policy), turning its ValueError (an unknown game, a model
+    that cannot take the game's observations) into a one-line `ConfigError`."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as error:
+        raise ConfigError(" ".join(str(error).split())) from None
+
+
+def _make_eval_env(config: Config):
+    """The evaluation games: `eval.episodes` of them, with `eval.sticky_action_prob`. Greedy play of
+    Pong without sticky actions repeats one identical game, so then one game is played."""
+    evaluation = config.eval
+    sticky = (
+        config.env.sticky_action_prob
+        if evaluation.sticky_action_prob is None
+        else evaluation.sticky_action_prob
+    )
+    eval_config = dataclasses.replace(config, env=dataclasses.replace(config.env, sticky_action_prob=sticky))
+    deterministic = evaluation.greedy and is_pong(config.env.id) and sticky == 0
+    return make_env(eval_config, num_envs=1 if deterministic else evaluation.episodes)
 
 
 def games_layout(config: Config) -> str:

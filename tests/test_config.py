@@ -25,17 +25,31 @@ def test_required_keys_exist_with_their_names():
     assert config.train.max_steps is None
 
 
+def test_reset_on_reward_defaults_by_game():
+    """Per-point returns suit Pong only; elsewhere a reset at every reward would make each return
+    the immediate reward."""
+    assert load_config(CONFIGS / "pong.yaml").train.reset_on_reward is True
+    assert load_config(CONFIGS / "pong.yaml", ["env.id=CartPole-v1"]).train.reset_on_reward is False
+    assert load_config(None, ["env.id=Acrobot-v1"]).train.reset_on_reward is False
+    assert load_config(None, ["env.id=CartPole-v1", "train.reset_on_reward=true"]).train.reset_on_reward
+
+
 def test_karpathy_config_has_his_settings():
     config = load_config(CONFIGS / "pong_karpathy.yaml")
-    train = config.train
-    assert config.model.hidden_units == [200]
-    assert (train.optimizer, train.learning_rate, train.rmsprop_rho, train.gamma) == (
-        "rmsprop",
+    train, model = config.train, config.model
+    assert (model.hidden_units, model.output, model.use_bias) == ([200], "sigmoid", False)
+    assert (train.optimizer, train.loss_reduction, train.learning_rate, train.rmsprop_rho, train.gamma) == (
+        "karpathy_rmsprop",
+        "sum",
         1e-4,
         0.99,
         0.99,
     )
-    assert (train.episodes_per_update, train.advantage, train.reset_on_reward) == (10, "standardize", True)
+    assert (train.episodes_per_update, train.advantage, train.reset_on_reward) == (
+        10,
+        "standardize_per_episode",
+        True,
+    )
 
 
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
@@ -161,6 +175,7 @@ def test_toy_configs_name_their_families():
             ],
             "rollout.num_workers: got 4, expected at most the batch size (2)",
         ),  # fmt: skip
+        (["rollout.worker_timeout=0"], "rollout.worker_timeout: got 0.0, expected a positive number"),
         (
             ["rollout.backend=ray", "ray.address=head-node"],
             "ray.address: got 'head-node', expected empty (a local Ray), auto, or a head node's HOST:PORT",

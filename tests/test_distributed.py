@@ -182,3 +182,33 @@ def test_a_resumed_ray_run_continues_its_games_exactly(tmp_path):
 
     assert len(timing_free("first")) == 5
     assert timing_free("resumed") == timing_free("first")
+
+
+def test_a_worker_that_raises_stops_collection_with_one_line():
+    config = pong_config("rollout.backend=ray", "rollout.num_workers=2", "env.num_envs=2")
+    kernel, bias, activation = fresh_policy_parameters(config)[0]
+    broken = [(kernel[:100], bias, activation)]  # a first layer for 100 pixels instead of 6400
+    collector = RayRolloutCollector(config, games_seed=0, first_update=0, note=lambda line: None)
+    try:
+        with pytest.raises(
+            RolloutWorkerError, match=r"^update 1: rollout worker 0 failed: \w+Error: "
+        ) as error:
+            collector.collect_batch(broken)
+    finally:
+        collector.close()
+    assert "\n" not in str(error.value)
+
+
+def test_a_worker_that_does_not_answer_in_time_stops_collection_with_one_line():
+    config = pong_config("rollout.backend=ray", "rollout.num_workers=2", "env.num_envs=2",
+                         "train.samples_per_update=200000", "rollout.worker_timeout=1")  # fmt: skip
+    collector = RayRolloutCollector(config, games_seed=0, first_update=0, note=lambda line: None)
+    try:
+        with pytest.raises(RolloutWorkerError) as error:
+            collector.collect_batch(fresh_policy_parameters(config))
+    finally:
+        collector.close()
+    assert str(error.value) == (
+        "update 1: rollout worker 0 did not answer within 1 s (rollout.worker_timeout); "
+        "resume from the last checkpoint"
+    )

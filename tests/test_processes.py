@@ -109,3 +109,14 @@ def test_a_worker_that_fails_to_start_says_why():
     failure = r"^rollout worker 0: ValueError: env.id: cannot make 'NoSuchGame-v0'"
     with pytest.raises(RolloutWorkerError, match=failure):
         ProcessRolloutCollector(config, games_seed=0, first_update=0)
+
+
+def test_a_worker_that_does_not_answer_in_time_stops_collection_with_one_line():
+    config = pong_config("train.samples_per_update=200000", "rollout.worker_timeout=1")
+    collector = ProcessRolloutCollector(config, games_seed=0, first_update=0)
+    try:
+        timeout = r"^update 1: rollout worker 0 \(process \d+\) did not answer within 1 s \(rollout\.worker_"
+        with pytest.raises(RolloutWorkerError, match=timeout):
+            collector.collect_batch(fresh_policy_parameters(config))
+    finally:
+        collector.close()

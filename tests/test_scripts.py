@@ -238,3 +238,52 @@ def test_divergence_stops_with_the_update_and_a_resume_command_keeping_the_check
     assert json.loads((newest / "state.json").read_text())["update"] == failed_update - 1
     model = keras.models.load_model(run_dir / "model.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "configs/pong.yaml", "--set", "env.id=ALE/Brekout-v5"],
+         "env.id: cannot make 'ALE/Brekout-v5': Environment `Brekout` doesn't exist"),
+        (["--config", "configs/cartpole.yaml", "--set", "model.kind=conv"],
+         "model.kind 'conv' needs image observations (H, W), got shape (4,)"),
+    ],
+)  # fmt: skip
+def test_a_game_or_model_that_cannot_be_built_is_one_line_and_writes_nothing(tmp_path, args, message):
+    run_dir = tmp_path / "never"
+    result = run(SCRIPTS / "train.py", *args, "--run-dir", run_dir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("extra", [["--config", "configs/cartpole.yaml"], ["--run-dir", "elsewhere"]])
+def test_resume_with_config_or_run_dir_is_refused_in_one_line(tmp_path, extra):
+    result = run(SCRIPTS / "train.py", "--resume", tmp_path / "run", *extra, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"error: --resume {tmp_path / 'run'} continues that run with its own config.yaml" in result.stderr
+    assert f"drop {extra[0]}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_stops_with_a_checkpoint(tmp_path):
+    """Slurm's scancel, systemd and `timeout` signal every process of the job: the worker processes
+    must outlive the trainer's last update so that it can save their games."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [PYTHON, SCRIPTS / "train_pong.py", "--set", "env.num_envs=2", "--set", "model.hidden_units=[16]",
+         "--set", "train.samples_per_update=1000", "--set", "train.checkpoint_every=1000",
+         "--run-dir", run_dir],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for_rows(run_dir, 2, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"--resume {run_dir}" in stdout and "error" not in stderr
+    rows = read_metrics(run_dir / "metrics.csv")
+    newest = sorted((run_dir / "checkpoints").iterdir())[-1]
+    assert json.loads((newest / "state.json").read_text())["update"] == len(rows)
+    assert (newest / "games.npz").is_file()

@@ -2,6 +2,7 @@
 and the LQR learn."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -126,6 +127,16 @@ def test_checkpoints_change_nothing_and_every_resume_is_exact(tmp_path, backend)
         weights = keras.models.load_model(tmp_path / run / "model.keras").get_weights()
         for a, b in zip(uninterrupted, weights, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
+    config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
+    run_dir = tmp_path / "run"
+    train(config, run_dir)
+    reference = read_metrics(run_dir / "metrics.csv")
+    shutil.rmtree(run_dir / "checkpoints")  # as if killed before the first checkpoint
+    train(config, run_dir, resume=True)
+    assert timing_free(read_metrics(run_dir / "metrics.csv")) == timing_free(reference)
 
 
 def test_resume_refuses_a_changed_model(tmp_path):
