@@ -197,22 +197,23 @@ class NumpyReferenceLoop:
 
     hidden, size, learning_rate, decay, batch_size = 200, 6400, 1e-4, 0.99, 10
 
-    def __init__(self):
+    def __init__(self, seed: int = 0):
         import gymnasium as gym
 
         gym.register_envs(__import__("ale_py"))
         self.env = gym.make("ALE/Pong-v5", frameskip=FRAME_SKIP, repeat_action_probability=0.0)
-        self.rng = np.random.default_rng(0)
+        self.rng = np.random.default_rng(seed)
         self.model = {
             "W1": self.rng.normal(size=(self.hidden, self.size)) / np.sqrt(self.size),
             "W2": self.rng.normal(size=self.hidden) / np.sqrt(self.hidden),
         }
         self.gradient_buffer = {k: np.zeros_like(v) for k, v in self.model.items()}
         self.rmsprop_cache = {k: np.zeros_like(v) for k, v in self.model.items()}
-        self.observation, _ = self.env.reset(seed=0)
+        self.observation, _ = self.env.reset(seed=seed)
         self.previous = None
         self.xs, self.hs, self.dlogps, self.rewards = [], [], [], []
         self.episodes, self.steps, self.seconds = 0, 0, 0.0
+        self.episode_rewards: list[float] = []
 
     def play(self, seconds: float) -> None:
         """Plays and learns for `seconds`, counting agent steps."""
@@ -239,6 +240,7 @@ class NumpyReferenceLoop:
         model = self.model
         self.episodes += 1
         epx, eph, epr = np.vstack(self.xs), np.vstack(self.hs), np.array(self.rewards)
+        self.episode_rewards.append(float(epr.sum()))
         advantages = discount_rewards(epr)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         epdlogp = np.array(self.dlogps)[:, None] * advantages[:, None]

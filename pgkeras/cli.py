@@ -131,7 +131,6 @@ def train_main(
     from pgkeras.distributed import RolloutWorkerError
     from pgkeras.train import train
 
-    print(f"run folder: {run_dir}")
     try:
         result = train(config, run_dir, resume=args.resume is not None)
     except (FileNotFoundError, ModelFileError, ConfigError) as error:

@@ -234,6 +234,7 @@ def train(
         state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")  # on resume with any allowed change, e.g. max_steps
+    progress.note(f"run folder: {run_dir}")
     # A resume continues the checkpoint's games (below); these seeds start games only where the
     # checkpoint has none that fit.
     games_seed = derive_seed(config.seed, state.update)

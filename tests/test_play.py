@@ -61,6 +61,32 @@ def test_run_folder_plays_its_best_model_greedily(tiny_run):
     assert "100 steps" in result.stdout
 
 
+@pytest.mark.slow
+def test_play_takes_sticky_actions_as_an_option(tiny_run):
+    result = run(
+        SCRIPTS / "play_pong.py", "--model", tiny_run, "--max-steps", 100, "--sticky-action-prob", 0.25
+    )
+    assert result.returncode == 0, result.stderr
+    bad = run(SCRIPTS / "play_pong.py", "--model", tiny_run, "--sticky-action-prob", 1.5)
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip() == "error: --sticky-action-prob: got 1.5, expected a number in [0, 1), e.g. 0.25"
+    )
+
+
+def test_greedy_evaluation_of_deterministic_pong_plays_one_game():
+    from pgkeras.train import _make_eval_env
+
+    def games(*overrides):
+        env = _make_eval_env(load_config(CONFIGS / "pong.yaml", ["eval.episodes=6", *overrides]))
+        env.close()
+        return env.num_envs, env.sticky_action_prob
+
+    assert games("eval.greedy=true") == (1, 0.0)  # six identical games otherwise
+    assert games("eval.greedy=false") == (6, 0.0)
+    assert games("eval.greedy=true", "eval.sticky_action_prob=0.25") == (6, 0.25)
+
+
 def test_model_that_does_not_fit_the_game_is_refused(tmp_path):
     model_path = tmp_path / "cartpole.keras"
     build_policy(ModelConfig(hidden_units=[8]), TrainConfig(), (4,), 2).save(model_path)

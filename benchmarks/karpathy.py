@@ -1,0 +1,95 @@
+"""Does `configs/pong_karpathy.yaml` learn as pg-pong.py does? Play Karpathy's algorithm in numpy
+(`throughput.NumpyReferenceLoop`: one game, frame skip 4, no sticky actions) for a number of
+episodes, and plot its running reward against episodes beside runs of the recipe.
+
+    python benchmarks/karpathy.py run --episodes 3000 --seed 0 --out numpy-seed0.csv
+    python benchmarks/karpathy.py plot numpy-seed0.csv --runs runs/karpathy-seed0 --out karpathy.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+RUNNING_DECAY = 0.99  # as the trainer's running reward
+
+
+def run(episodes: int, seed: int, out: Path) -> None:
+    """Plays and learns `episodes` episodes, writing one CSV row per episode as it ends."""
+    from throughput import NumpyReferenceLoop
+
+    loop = NumpyReferenceLoop(seed=seed)
+    start, running = time.perf_counter(), None
+    with out.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["episode", "env_steps", "episode_reward", "running_reward", "wall_time"])
+        while loop.episodes < episodes:
+            done = loop.episodes
+            loop.play(1.0)
+            for index in range(done, loop.episodes):
+                reward = loop.episode_rewards[index]
+                running = (
+                    reward if running is None else RUNNING_DECAY * running + (1 - RUNNING_DECAY) * reward
+                )
+                writer.writerow(
+                    [index + 1, loop.steps, reward, f"{running:.4f}", f"{time.perf_counter() - start:.1f}"]
+                )
+            file.flush()
+    loop.close()
+
+
+def plot(numpy_csvs: list[Path], runs: list[Path], out: Path) -> None:
+    """Running reward against episodes: the numpy runs and the recipe's runs in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pgkeras.metrics import read_metrics
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for path in numpy_csvs:
+        with path.open() as file:
+            rows = list(csv.DictReader(file))
+        axis.plot([int(r["episode"]) for r in rows], [float(r["running_reward"]) for r in rows],
+                  label=f"pg-pong.py in numpy ({path.stem})")  # fmt: skip
+    for run_dir in runs:
+        rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["episodes"] > 0]
+        axis.plot([r["episodes"] for r in rows], [r["running_reward"] for r in rows],
+                  label=f"configs/pong_karpathy.yaml ({run_dir.name})")  # fmt: skip
+    axis.set(
+        xlabel="episodes",
+        ylabel="running reward (0.99 mean)",
+        title="Karpathy's algorithm, two implementations",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    play = commands.add_parser("run", help="play pg-pong.py's algorithm in numpy")
+    play.add_argument("--episodes", type=int, default=3000)
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--out", type=Path, required=True)
+    draw = commands.add_parser("plot", help="running reward against episodes")
+    draw.add_argument("numpy_csvs", nargs="+", type=Path)
+    draw.add_argument("--runs", nargs="*", type=Path, default=[])
+    draw.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.episodes, args.seed, args.out)
+    else:
+        plot(args.numpy_csvs, args.runs, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The README's command examples with output (`$ python ...` followed by what it prints) run as
+written, in a folder holding what they name, and print the README's first line."""
+
+import re
+import subprocess
+
+import pytest
+from conftest import PYTHON, REPO
+
+from pgkeras.config import load_config, save_config
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    """(command, first line of its output) for every `$ ` line in the README's code blocks."""
+    text = (REPO / "README.md").read_text()
+    examples = []
+    for block in re.findall(r"```\n(.*?)```", text, flags=re.DOTALL):
+        lines = block.splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("$ ") and index + 1 < len(lines) and not lines[index + 1].startswith("$ "):
+                examples.append((line[2:], lines[index + 1]))
+    return examples
+
+
+def matches(expected: str, line: str) -> bool:
+    """`...` in the README stands for the rest of a line, or any text in the middle of one."""
+    pattern = ".*".join(re.escape(part.strip()) for part in expected.split("..."))
+    return re.fullmatch(pattern + (".*" if expected.endswith("...") else ""), line.strip()) is not None
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder with the repository's configs and scripts and the files the examples name."""
+    folder = tmp_path_factory.mktemp("readme")
+    for name in ("configs", "scripts"):
+        (folder / name).symlink_to(REPO / name)
+    (folder / "broken.yaml").write_text("seed: 0\nenv:\n  id: a: b\n")
+    (folder / "notes.txt").write_text("not a folder")
+    (folder / "runs" / "try1").mkdir(parents=True)
+    save_config(load_config(REPO / "configs" / "pong.yaml"), folder / "runs" / "try1" / "config.yaml")
+    trained = subprocess.run(
+        [PYTHON, "scripts/train.py", "--config", "configs/cartpole.yaml", "--set", "train.max_steps=300",
+         "--run-dir", "cartpole-run"],
+        cwd=folder, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    return folder
+
+
+def test_the_readme_has_examples():
+    assert len(readme_examples()) >= 10
+
+
+@pytest.mark.parametrize(("command", "expected"), readme_examples(), ids=lambda value: value[:60])
+def test_a_readme_example_prints_what_the_readme_shows(workspace, command, expected):
+    assert command.startswith("python ")
+    words = command.split()
+    result = subprocess.run([PYTHON, *words[1:]], cwd=workspace, capture_output=True, text=True, timeout=300)
+    output = (result.stdout or result.stderr).strip().splitlines()
+    assert output and matches(expected, output[0]), (expected, result.stdout, result.stderr)
+    if expected.startswith("error:"):
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [output[0]]
