@@ -2,6 +2,7 @@
 written, in a folder holding what they name, and print the README's first line."""
 
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -12,13 +13,12 @@ from pgkeras.config import load_config, save_config
 
 def readme_examples() -> list[tuple[str, str]]:
     """(command, first line of its output) for every `$ ` line in the README's code blocks."""
-    text = (REPO / "README.md").read_text()
-    examples = []
-    for block in re.findall(r"```\n(.*?)```", text, flags=re.DOTALL):
-        lines = block.splitlines()
-        for index, line in enumerate(lines):
-            if line.startswith("$ ") and index + 1 < len(lines) and not lines[index + 1].startswith("$ "):
-                examples.append((line[2:], lines[index + 1]))
+    examples, lines, in_block = [], (REPO / "README.md").read_text().splitlines(), False
+    for index, line in enumerate(lines):
+        if line.startswith("```"):
+            in_block = not in_block
+        elif in_block and line.startswith("$ ") and not lines[index + 1].startswith(("$ ", "```")):
+            examples.append((line[2:], lines[index + 1]))
     return examples
 
 
@@ -32,8 +32,8 @@ def matches(expected: str, line: str) -> bool:
 def workspace(tmp_path_factory):
     """A folder with the repository's configs and scripts and the files the examples name."""
     folder = tmp_path_factory.mktemp("readme")
-    for name in ("configs", "scripts"):
-        (folder / name).symlink_to(REPO / name)
+    for name in ("configs", "scripts"):  # copies, as in a clone: the scripts find configs/ beside them
+        shutil.copytree(REPO / name, folder / name)
     (folder / "broken.yaml").write_text("seed: 0\nenv:\n  id: a: b\n")
     (folder / "notes.txt").write_text("not a folder")
     (folder / "runs" / "try1").mkdir(parents=True)
