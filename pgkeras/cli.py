@@ -58,6 +58,14 @@ def _unwritable_reason(run_dir: Path) -> str | None:
     return None
 
 
+def _first_comment(path: Path) -> str:
+    """The first comment line of a recipe file, without its `#`."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
@@ -72,9 +80,13 @@ def train_main(
         description="Train a Keras policy with the cross-entropy trick (REINFORCE as model.fit).",
     )
     parser.add_argument(
+        "recipe", nargs="?", help="a shipped recipe (pong, cartpole...: see --list) or a YAML file"
+    )
+    parser.add_argument(
         "--config",
         help=f"YAML config file (default: {default_config})" if default_config else "YAML config file",
     )
+    parser.add_argument("--list", action="store_true", help="name the shipped recipes and exit")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -91,6 +103,15 @@ def train_main(
         help="continue the run in RUN_DIR from its newest checkpoint",
     )
     args = parser.parse_args(argv)
+    if args.list:
+        from pgkeras.config import list_recipes
+
+        for name, path in sorted(list_recipes().items()):
+            print(f"{name:20} {_first_comment(path)}")
+        return 0
+    if args.recipe is not None and args.config is not None:
+        return _fail(f"give a recipe ({args.recipe}) or --config {args.config}, not both")
+    args.config = args.config or args.recipe
     if args.resume is not None and (args.config is not None or args.run_dir is not None):
         given = "--config" if args.config is not None else "--run-dir"
         return _fail(
@@ -99,7 +120,10 @@ def train_main(
         )
     args.config = args.config or (None if args.resume is not None else default_config)
     if args.config is None and args.resume is None:
-        return _fail("--config FILE is required (or --resume RUN_DIR), e.g. --config configs/cartpole.yaml")
+        return _fail(
+            "a recipe or --config FILE is required (or --resume RUN_DIR), "
+            "e.g. pong or --config configs/cartpole.yaml"
+        )
 
     try:
         if args.resume is not None:
@@ -116,7 +140,7 @@ def train_main(
             )
         else:
             config = load_config(args.config, args.overrides)
-            stem = Path(args.config).stem if args.config else "run"
+            stem = Path(args.config).stem
             run_dir = args.run_dir or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             if (run_dir / "config.yaml").exists():
                 return _fail(f"{run_dir}: already holds a run; use --resume {run_dir} or another --run-dir")
@@ -155,3 +179,125 @@ def train_main(
         f"outputs in {run_dir}"
     )
     return 0
+
+
+def play_main(argv: list[str] | None = None, prog: str = "play_pong.py") -> int:
+    """`play_pong.py` / `pgkeras play`: load a saved policy and play, record or show Pong. Returns the
+    exit code. Arguments are checked before TensorFlow is imported."""
+    parser = argparse.ArgumentParser(prog=prog, description="Watch a saved policy play Pong.")
+    parser.add_argument(
+        "run", nargs="?", metavar="MODEL", help="a .keras file, or a run folder (its best.keras)"
+    )
+    parser.add_argument("--model", help="the same as MODEL")
+    parser.add_argument("--config", type=Path, help="config to rebuild the game with (default: the run's)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many agent steps in all")
+    parser.add_argument("--greedy", action="store_true", help="take the most probable action, not a sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--video", type=Path, help="write an MP4 of the game screen")
+    parser.add_argument("--gif", type=Path, help="write an animated GIF of the game screen")
+    parser.add_argument("--render", choices=["human"], help="show the game in a window")
+    parser.add_argument(
+        "--sticky-action-prob",
+        type=float,
+        help="probability that the emulator repeats the previous action (default: the run's; ALE v5: 0.25)",
+    )
+    args = parser.parse_args(argv)
+    model_argument = args.model or args.run
+    if model_argument is None:
+        return _fail(
+            f"{prog}: a model is required: a run folder or a .keras file, e.g. {prog} runs/pong-XXXX"
+        )
+    if args.episodes < 1:
+        return _fail(f"--episodes: got {args.episodes}, expected at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        return _fail(f"--max-steps: got {args.max_steps}, expected at least 1")
+    if args.sticky_action_prob is not None and not 0 <= args.sticky_action_prob < 1:
+        return _fail(
+            f"--sticky-action-prob: got {args.sticky_action_prob}, expected a number in [0, 1), e.g. 0.25"
+        )
+    for option, path in (("--video", args.video), ("--gif", args.gif)):
+        if path is not None and not path.parent.is_dir():
+            return _fail(f"{option} {path}: folder {path.parent} does not exist")
+    quiet_tensorflow()
+    from pgkeras import play as playing
+    from pgkeras.checkpoints import ModelFileError, load_policy
+
+    sinks: list = []
+    try:
+        model_path = playing.resolve_model_path(model_argument)
+        config = playing.load_run_config(model_path, args.config)
+        if args.sticky_action_prob is not None:
+            config.env.sticky_action_prob = args.sticky_action_prob
+        fps = playing.ATARI_FPS / config.env.frame_skip
+        if args.render:
+            sinks.append(playing.HumanWindow(fps))
+        model = load_policy(model_path)
+        playing.make_play_env(model, config, model_path).close()  # refuse a bad model before any file
+        if args.video:
+            sinks.append(playing.Mp4Writer(args.video, fps))
+        if args.gif:
+            sinks.append(playing.GifWriter(args.gif, fps))
+        scores = playing.play(model, config, args.episodes, args.max_steps, args.greedy, args.seed, sinks,
+                              report=print, model_path=model_path)  # fmt: skip
+    except (playing.PlayError, ModelFileError, ConfigError) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("stopped; recordings hold the frames played so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for sink in sinks:
+            sink.close()
+    print(playing.summarize(scores))
+    for option, path in (("video", args.video), ("GIF", args.gif)):
+        if path is not None:
+            print(f"{option}: {path}")
+    return 0
+
+
+def plot_main(argv: list[str] | None = None, prog: str = "plot_run.py") -> int:
+    """`plot_run.py` / `pgkeras plot RUN_DIR [RUN_DIR ...] [--out curve.png]`: learning curves of runs,
+    overlaid. Needs matplotlib, not TensorFlow. Returns the exit code."""
+    parser = argparse.ArgumentParser(prog=prog, description="Plot learning curves of one or more runs.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument(
+        "--out", type=Path, default=Path("curve.png"), help="PNG to write (default curve.png)"
+    )
+    args = parser.parse_args(argv)
+    from pgkeras.plots import plot_runs
+
+    try:
+        plot_runs(args.run_dirs, args.out)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        return _fail(str(error))
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {
+    "train": "train a policy: pgkeras train pong | pgkeras train --config my.yaml | pgkeras train --list",
+    "play": "watch a saved policy play: pgkeras play RUN_DIR --episodes 3 --gif play.gif",
+    "plot": "learning curves of runs, overlaid: pgkeras plot runs/a runs/b --out compare.png",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`pgkeras train|play|plot ...` (also `python -m pgkeras`). Returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = argparse.ArgumentParser(
+            prog="pgkeras",
+            description="Policy gradients in Keras with the cross-entropy trick.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="commands:\n"
+            + "\n".join(f"  {name:6} {text}" for name, text in COMMANDS.items())
+            + "\n\n`pgkeras COMMAND --help` describes each.",
+        )
+        parser.add_argument("command", choices=list(COMMANDS))
+        parser.parse_args(argv[:1])  # prints the help, or the error, and exits
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return train_main(rest, prog="pgkeras train")
+    if command == "play":
+        return play_main(rest, prog="pgkeras play")
+    return plot_main(rest, prog="pgkeras plot")

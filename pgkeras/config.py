@@ -223,11 +223,45 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+def list_recipes() -> dict[str, Path]:
+    """The shipped recipes (`configs/*.yaml`, installed as package data), by name.
+
+    Example:
+        >>> sorted(list_recipes())[:2]
+        ['cartpole', 'frozenlake_tabular']
+    """
+    import importlib.resources
+
+    folder = importlib.resources.files("pgkeras.configs")
+    return {
+        Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")
+    }
+
+
+def find_recipe(name_or_path: str | Path) -> str | Path:
+    """A shipped recipe's file for a bare name such as `pong` (no folder, no suffix); anything else,
+    a path, as it is.
+
+    Raises:
+        ConfigError: a bare name that is neither a file nor a shipped recipe (the recipes are named).
+    """
+    text = str(name_or_path)
+    if "/" in text or "\\" in text or Path(text).suffix or Path(text).exists():
+        return name_or_path
+    recipes = list_recipes()
+    if text not in recipes:
+        raise ConfigError(
+            f"{text}: no such recipe; expected a YAML file or one of {', '.join(sorted(recipes))}"
+        )
+    return recipes[text]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Loads a YAML config over the defaults, then applies `--set` overrides, and validates it.
 
     Args:
-        path: YAML file, or None for the defaults alone.
+        path: YAML file, a shipped recipe's name (`pong`, `cartpole`...: `list_recipes`), or None
+            for the defaults alone.
         overrides: strings `dotted.key=value`; each value is read as YAML (`[64, 64]`, `null`, `3e-4`).
 
     Returns:
@@ -244,7 +278,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     source = "defaults"
     if path is not None:
         source = str(path)
-        data = _read_yaml(Path(path))
+        data = _read_yaml(Path(find_recipe(path)))
     config = Config()
     _merge(config, data, source, prefix="")
     return apply_overrides(config, overrides, source)

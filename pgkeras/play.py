@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from pgkeras.checkpoints import ModelFileError, load_policy
+from pgkeras.checkpoints import ModelFileError
 from pgkeras.config import Config, config_from_dict
 from pgkeras.envs import is_pong, make_env
 from pgkeras.inference import blas_on_one_thread
@@ -281,75 +281,3 @@ def _episode_line(number: int, score: EpisodeScore) -> str:
         f"episode {number}: agent {score.agent_points} - {score.opponent_points} built-in AI "
         f"({score.reward:+d}), {score.steps:,} steps{cut}"
     )
-
-
-def play_main(argv: list[str] | None = None) -> int:
-    """`scripts/play_pong.py`: load a saved policy and play, record or show Pong. Returns the exit code."""
-    import argparse
-
-    from pgkeras.cli import EXIT_BAD_INPUT, quiet_tensorflow
-    from pgkeras.config import ConfigError
-
-    parser = argparse.ArgumentParser(prog="play_pong.py", description="Watch a saved policy play Pong.")
-    parser.add_argument("--model", required=True, help="a .keras file, or a run folder (uses its best.keras)")
-    parser.add_argument("--config", type=Path, help="config to rebuild the game with (default: the run's)")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes to play (default 1)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many agent steps in all")
-    parser.add_argument("--greedy", action="store_true", help="take the most probable action, not a sample")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--video", type=Path, help="write an MP4 of the game screen")
-    parser.add_argument("--gif", type=Path, help="write an animated GIF of the game screen")
-    parser.add_argument("--render", choices=["human"], help="show the game in a window")
-    parser.add_argument(
-        "--sticky-action-prob",
-        type=float,
-        help="probability that the emulator repeats the previous action (default: the run's; ALE v5: 0.25)",
-    )
-    args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    if args.episodes < 1:
-        return fail(f"--episodes: got {args.episodes}, expected at least 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        return fail(f"--max-steps: got {args.max_steps}, expected at least 1")
-    if args.sticky_action_prob is not None and not 0 <= args.sticky_action_prob < 1:
-        return fail(
-            f"--sticky-action-prob: got {args.sticky_action_prob}, expected a number in [0, 1), e.g. 0.25"
-        )
-    for option, path in (("--video", args.video), ("--gif", args.gif)):
-        if path is not None and not path.parent.is_dir():
-            return fail(f"{option} {path}: folder {path.parent} does not exist")
-    quiet_tensorflow()
-    sinks: list = []
-    try:
-        model_path = resolve_model_path(args.model)
-        config = load_run_config(model_path, args.config)
-        if args.sticky_action_prob is not None:
-            config.env.sticky_action_prob = args.sticky_action_prob
-        fps = ATARI_FPS / config.env.frame_skip
-        if args.render:
-            sinks.append(HumanWindow(fps))
-        model = load_policy(model_path)
-        make_play_env(model, config, model_path).close()  # refuse a bad model before any file is made
-        if args.video:
-            sinks.append(Mp4Writer(args.video, fps))
-        if args.gif:
-            sinks.append(GifWriter(args.gif, fps))
-        scores = play(model, config, args.episodes, args.max_steps, args.greedy, args.seed, sinks,
-                      report=print, model_path=model_path)  # fmt: skip
-    except (PlayError, ModelFileError, ConfigError) as error:
-        return fail(str(error))
-    except KeyboardInterrupt:
-        print("stopped; recordings hold the frames played so far", file=sys.stderr)
-        return 130
-    finally:
-        for sink in sinks:
-            sink.close()
-    print(summarize(scores))
-    for option, path in (("video", args.video), ("GIF", args.gif)):
-        if path is not None:
-            print(f"{option}: {path}")
-    return 0

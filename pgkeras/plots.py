@@ -66,25 +66,3 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
     figure.savefig(temporary, dpi=90, format="png")
     temporary.replace(out)
     return out
-
-
-def plot_main(argv: list[str] | None = None) -> int:
-    """`scripts/plot_run.py RUN_DIR [RUN_DIR ...] [--out curve.png]`. Returns the exit code."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="plot_run.py", description="Plot learning curves of one or more runs."
-    )
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument(
-        "--out", type=Path, default=Path("curve.png"), help="PNG to write (default curve.png)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        plot_runs(args.run_dirs, args.out)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0

@@ -1,4 +1,4 @@
-"""Watch a saved policy play Pong: print scores, record MP4/GIF, or show a window.
+"""Watch a saved policy play Pong: print its scores, record MP4/GIF, or show a window.
 
 python scripts/play_pong.py --model RUN_DIR/model.keras [--episodes N] [--max-steps K] [--greedy]
                             [--seed S] [--video out.mp4] [--gif out.gif] [--render human]
@@ -7,10 +7,7 @@ python scripts/play_pong.py --model RUN_DIR      # a run folder plays its best.k
 
 import sys
 
-from pgkeras.cli import quiet_tensorflow
+from pgkeras.cli import play_main
 
 if __name__ == "__main__":
-    quiet_tensorflow()
-    from pgkeras.play import play_main
-
     sys.exit(play_main())
