@@ -171,10 +171,16 @@ def test_kill_9_at_random_moments_and_resume_give_the_uninterrupted_run(tmp_path
     rng = np.random.default_rng(9)
     command = [SCRIPTS / "train_pong.py", *overrides, "--run-dir", run_dir]
     kills = 0
-    for delay in rng.uniform(2.5, 8.0, size=3):  # starting takes about 3.5 s
+    # Moments counted from the line `run folder: ...`, printed once the run is set up (the imports
+    # before it take a few seconds, more on a loaded machine); the next checkpoint comes within a
+    # second or two.
+    for delay in rng.uniform(0.0, 3.0, size=3):
         process = subprocess.Popen(
-            [PYTHON, *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [PYTHON, *command], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
+        for line in process.stdout:
+            if line.startswith("run folder:"):
+                break
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
