@@ -148,9 +148,10 @@ class ProcessRolloutCollector:
         timeout = self._timeout if timeout is None else timeout
         if not wait([connection], timeout):
             pid = self._processes[worker].pid
+            setting = " (rollout.worker_timeout)" if timeout == self._timeout else ""
             raise RolloutWorkerError(
                 f"update {self._update}: rollout worker {worker} (process {pid}) did not answer within "
-                f"{timeout:g} s (rollout.worker_timeout); resume from the last checkpoint"
+                f"{timeout:g} s{setting}; resume from the last checkpoint"
             )
         try:
             kind, *payload = connection.recv()
@@ -196,10 +197,11 @@ class ProcessRolloutCollector:
         )
 
     def set_state(self, state: GameState) -> None:
-        """Continues every worker's games from a `get_state`.
+        """Continues every worker's games from a `get_state` (the trainer checks first that the
+        state was saved by the same workers and games: `pgkeras.train.games_layout`).
 
         Raises:
-            ValueError: the state was saved by another number of workers or games.
+            ValueError: the state was saved by another number of workers.
         """
         parts = split_worker_states(state, len(self._connections))
         for worker, part in enumerate(parts):

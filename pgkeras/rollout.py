@@ -232,21 +232,24 @@ class RolloutCollector:
             difference has a few dozen).
         """
         lengths = self._length
-        held = [slice(0, int(n)) for n in lengths]
-        observations = np.concatenate([self._observations[game, rows] for game, rows in enumerate(held)])
+
+        def held(array: np.ndarray) -> np.ndarray:
+            """Each game's held rows of a buffer, one game after another."""
+            return np.concatenate([array[game, :length] for game, length in enumerate(lengths.tolist())])
+
         in_flight = np.array([sent is not None for sent in self._sent_actions])
         sent = np.zeros(len(self._games), self.env.action_dtype)
         for group, actions in enumerate(self._sent_actions):
             if actions is not None:
                 sent[self._groups[group]] = actions
         state = {f"env.{key}": value for key, value in self.env.get_state().items()}
-        state.update(pack_observations(observations))
+        state.update(pack_observations(held(self._observations)))
         state.update(
             lengths=lengths.copy(),
             complete=self._complete.copy(),
-            actions=np.concatenate([self._actions[game, rows] for game, rows in enumerate(held)]),
-            rewards=np.concatenate([self._rewards[game, rows] for game, rows in enumerate(held)]),
-            episode_ends=np.concatenate([self._episode_ends[game, rows] for game, rows in enumerate(held)]),
+            actions=held(self._actions),
+            rewards=held(self._rewards),
+            episode_ends=held(self._episode_ends),
             current_observations=np.concatenate(self._current),
             in_flight=in_flight,
             sent_actions=sent,

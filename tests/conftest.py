@@ -33,6 +33,11 @@ def _seeded():
     yield
 
 
+def timing_free(rows):
+    """Metrics rows without their timing columns: what must repeat exactly from run to run."""
+    return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
+
+
 def fresh_policy_parameters(config):
     """The numpy parameters (`DenseForward.parameters`) of a freshly initialised policy for
     `config`, as a learner sends them to rollout workers."""

@@ -9,7 +9,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, fresh_policy_parameters
+from conftest import CONFIGS, fresh_policy_parameters, timing_free
 
 from pgkeras.config import load_config
 from pgkeras.envs import make_env
@@ -176,12 +176,11 @@ def test_a_resumed_ray_run_continues_its_games_exactly(tmp_path):
     train(config, tmp_path / "resumed", on_update=stop_at(3))
     train(config, tmp_path / "resumed", resume=True, on_update=stop_at(5))
 
-    def timing_free(run):
-        rows = read_metrics(tmp_path / run / "metrics.csv")
-        return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
-
-    assert len(timing_free("first")) == 5
-    assert timing_free("resumed") == timing_free("first")
+    first, resumed = (
+        timing_free(read_metrics(tmp_path / run / "metrics.csv")) for run in ("first", "resumed")
+    )
+    assert len(first) == 5
+    assert resumed == first
 
 
 def test_a_worker_that_raises_stops_collection_with_one_line():

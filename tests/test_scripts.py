@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO, SCRIPTS
+from conftest import PYTHON, REPO, SCRIPTS, timing_free
 
 from pgkeras.checkpoints import verify_checkpoint
 from pgkeras.metrics import read_metrics
@@ -140,10 +140,6 @@ def test_ctrl_c_stops_at_the_update_with_a_checkpoint_and_says_how_to_resume(tmp
     rows = read_metrics(run_dir / "metrics.csv")
     newest = sorted((run_dir / "checkpoints").iterdir())[-1]
     assert json.loads((newest / "state.json").read_text())["update"] == len(rows)
-
-
-def timing_free(rows):
-    return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
 
 
 def tensorboard_steps(run_dir, tag="loss"):

@@ -7,7 +7,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, timing_free
 
 from pgkeras.config import ConfigError, load_config
 from pgkeras.envs import make_env
@@ -92,10 +92,6 @@ def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
     np.testing.assert_array_equal(thetas[-1], theta)
     # It started at zero, 100% off.
     assert np.linalg.norm(thetas[0] - optimal) > 0.5 * np.linalg.norm(optimal)
-
-
-def timing_free(rows):
-    return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
 
 
 def stop_at(update):
