@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import keras
+
 from pgkeras.metrics import read_metrics
 
 THRESHOLDS = (-20, -15, -10, -5, 0, 5, 10, 15, 20)
@@ -48,39 +50,28 @@ def snapshot_path(run_dir: Path, threshold: int) -> Path:
     return Path(run_dir) / CROSSINGS / f"running{threshold:+d}.keras"
 
 
-def save_at_crossings(run_dir: Path, stop_at: float):
-    """An `on_update` callback: saves the model the first time the running reward reaches each
-    threshold, and stops the run at `stop_at`."""
+class SaveAtCrossings(keras.callbacks.Callback):
+    """Saves the model the first time the running reward reaches each threshold."""
 
-    def on_update(row, model) -> bool:
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch, logs=None):
         for threshold in THRESHOLDS:
-            path = snapshot_path(run_dir, threshold)
-            if row.running_reward >= threshold and not path.exists():
+            path = snapshot_path(self.run_dir, threshold)
+            if logs["running_reward"] >= threshold and not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                model.save(path)
-        return row.running_reward >= stop_at
-
-    return on_update
+                self.model.save(path)
 
 
 def full_game_score(model_path: Path, run_dir: Path, episodes: int, sticky_action_prob: float | None = None):
     """Mean reward of `episodes` full games (one per parallel game, sampled actions, seeded)."""
-    import numpy as np
-    import yaml
+    from pgkeras import evaluate, load_config, load_policy
 
-    from pgkeras.checkpoints import load_policy
-    from pgkeras.config import config_from_dict
-    from pgkeras.envs import make_env
-    from pgkeras.play import evaluate
-
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), "config.yaml")
-    if sticky_action_prob is not None:
-        config.env.sticky_action_prob = sticky_action_prob
-    env = make_env(config, num_envs=episodes)
-    try:
-        rewards = evaluate(load_policy(model_path), env, np.random.default_rng(0), seed=12345)
-    finally:
-        env.close()
+    config = load_config(run_dir / "config.yaml")
+    model = load_policy(model_path)
+    rewards = evaluate(model, config, episodes, seed=12345, sticky_action_prob=sticky_action_prob)
     return float(rewards.mean())
 
 
@@ -117,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = []
         for seed in args.seeds:
             run_dir = args.out_dir / f"{Path(args.config).stem}-seed{seed}"
-            config = load_config(
-                args.config, [*args.overrides, f"seed={seed}", f"train.max_steps={args.max_steps}"]
-            )
+            settings = [f"seed={seed}", f"train.max_steps={args.max_steps}",
+                        f"train.stop_at_running_reward={args.stop_at}"]  # fmt: skip
+            config = load_config(args.config, [*args.overrides, *settings])
             resume = (run_dir / "config.yaml").exists()
-            train(config, run_dir, resume=resume, on_update=save_at_crossings(run_dir, args.stop_at))
+            train(config, run_dir, resume=resume, callbacks=[SaveAtCrossings(run_dir)])
             run_dirs.append(run_dir)
 
     table = {str(run): crossings(run / "metrics.csv") for run in run_dirs}

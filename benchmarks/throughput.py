@@ -98,6 +98,8 @@ def pgkeras_trainer(
     stretches of this machine's load, which on a shared machine moves by more than the
     differences being measured.
     """
+    import keras
+
     from pgkeras.config import load_config
     from pgkeras.metrics import ProgressLine
     from pgkeras.train import train
@@ -119,24 +121,29 @@ def pgkeras_trainer(
         for loop in others:
             loop.play(trainer_seconds)
 
-    def enough(row, model) -> bool:
-        now = time.perf_counter()
-        if row.update < WARMUP_UPDATES:
-            return False
-        if row.update == WARMUP_UPDATES:
-            clock["first_steps"] = row.env_steps
-        else:
-            clock["trainer"] += now - clock["since"]
-            clock["steps"] = row.env_steps - clock["first_steps"]
-        done = clock["trainer"] >= seconds
-        if clock["trainer"] - clock["turn"] >= SLICE_SECONDS or (done and clock["trainer"] > clock["turn"]):
-            turn(clock["trainer"] - clock["turn"])
-            clock["turn"] = clock["trainer"]
-        clock["since"] = time.perf_counter()
-        return done
+    class Enough(keras.callbacks.Callback):
+        """Counts the trainer's time and steps after the warm-up, and stops after `seconds`."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            if logs["update"] < WARMUP_UPDATES:
+                return
+            if logs["update"] == WARMUP_UPDATES:
+                clock["first_steps"] = logs["env_steps"]
+            else:
+                clock["trainer"] += now - clock["since"]
+                clock["steps"] = logs["env_steps"] - clock["first_steps"]
+            done = clock["trainer"] >= seconds
+            if clock["trainer"] - clock["turn"] >= SLICE_SECONDS or (
+                done and clock["trainer"] > clock["turn"]
+            ):
+                turn(clock["trainer"] - clock["turn"])
+                clock["turn"] = clock["trainer"]
+            clock["since"] = time.perf_counter()
+            self.model.stop_training = done
 
     with tempfile.TemporaryDirectory() as folder, open("/dev/null", "w") as quiet:
-        train(config, Path(folder) / "run", progress=ProgressLine(stream=quiet), on_update=enough)
+        train(config, Path(folder) / "run", progress=ProgressLine(stream=quiet), callbacks=[Enough()])
     return clock["steps"] / clock["trainer"]
 
 
@@ -145,7 +152,8 @@ def ray_worker_memory_mb(num_envs: int, config_path: str, workers: int) -> list[
     from pgkeras.config import load_config
     from pgkeras.distributed import RayRolloutCollector
     from pgkeras.envs import make_env
-    from pgkeras.policies import DenseForward, build_policy
+    from pgkeras.inference import NumpyPolicy
+    from pgkeras.policies import build_policy, dense_parameters
 
     games = max(1, num_envs // workers)
     config = load_config(
@@ -158,7 +166,7 @@ def ray_worker_memory_mb(num_envs: int, config_path: str, workers: int) -> list[
     env.close()
     collector = RayRolloutCollector(config, games_seed=0, first_update=0, note=lambda line: None)
     try:
-        collector.collect_batch(DenseForward(model).parameters)
+        collector.collect_batch(NumpyPolicy(dense_parameters(model), None))
         sizes = []
         for pid in collector.worker_pids():
             status = Path(f"/proc/{pid}/status").read_text()

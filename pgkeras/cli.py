@@ -152,7 +152,7 @@ def train_main(
 
     quiet_tensorflow()
     from pgkeras.checkpoints import ModelFileError
-    from pgkeras.distributed import RolloutWorkerError
+    from pgkeras.rollout import RolloutWorkerError
     from pgkeras.train import train
 
     try:
@@ -220,7 +220,9 @@ def play_main(argv: list[str] | None = None, prog: str = "play_pong.py") -> int:
         if path is not None and not path.parent.is_dir():
             return _fail(f"{option} {path}: folder {path.parent} does not exist")
     quiet_tensorflow()
-    from pgkeras import play as playing
+    import importlib
+
+    playing = importlib.import_module("pgkeras.play")  # the module; pgkeras.play is its function
     from pgkeras.checkpoints import ModelFileError, load_policy
 
     sinks: list = []

@@ -62,9 +62,11 @@ class EnvConfig:
     """Which game is played, and how many copies of it step in parallel."""
 
     id: str = "ALE/Pong-v5"
-    """Game id. `ALE/Pong-v5` uses ale-py's C++ vector env with Karpathy's preprocessing; `LQR` is the
-    linear-quadratic regulator of `env.lqr`; any other id is made with `gymnasium.make_vec` (Box
-    observations flattened to float32 vectors, Discrete ones one-hot)."""
+    """Game id. Every ALE id (`ALE/Pong-v5`, `ALE/Breakout-v5`...) is played through ale-py directly and
+    seen as differences of 80x80 0/1 frames (Karpathy's preprocessing for Pong, the same idea for the
+    others, with the game's minimal action set); `LQR` is the linear-quadratic regulator of
+    `env.lqr`; any other id is made with `gymnasium.make_vec` (Box observations flattened to float32
+    vectors, Discrete ones one-hot)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `gymnasium.make`, e.g. `{map_name: 4x4, is_slippery: false}` for FrozenLake."""
     num_envs: int = 8
@@ -160,6 +162,8 @@ class TrainConfig:
     """`batch_size` given to `model.fit`; null: the whole batch, one optimizer step per update."""
     max_steps: int | None = None
     """Stop after this many agent steps, summed over all games (null: run until stopped)."""
+    stop_at_running_reward: float | None = None
+    """Stop once the running reward reaches this (e.g. 20 for Pong), with a checkpoint; null: never."""
     checkpoint_every: int = 20
     """Write a checkpoint (and refresh model.keras / best.keras) every this many updates."""
     log_every: int = 10
@@ -228,7 +232,7 @@ def list_recipes() -> dict[str, Path]:
 
     Example:
         >>> sorted(list_recipes())[:2]
-        ['cartpole', 'frozenlake_tabular']
+        ['breakout', 'cartpole']
     """
     import importlib.resources
 
@@ -320,6 +324,7 @@ def save_config(config: Config, path: Path) -> None:
 RESUMABLE_CHANGES = (
     "train.learning_rate",
     "train.max_steps",
+    "train.stop_at_running_reward",
     "train.checkpoint_every",
     "train.log_every",
     "eval.every_updates",

@@ -24,14 +24,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
-import numpy as np
-
-from pgkeras.config import RAY_INSTALL_HINT, Config, ConfigError, config_from_dict, config_to_dict, ray_head
-from pgkeras.envs import GameState, make_env
-from pgkeras.inference import NumpyPolicy, Parameters
-from pgkeras.rollout import Batch, RolloutCollector, concatenate_batches, derive_seed
+from pgkeras.config import RAY_INSTALL_HINT, Config, ConfigError, config_to_dict, ray_head
+from pgkeras.envs import GameState
+from pgkeras.inference import NumpyPolicy
+from pgkeras.rollout import (
+    Batch,
+    RolloutWorker,
+    RolloutWorkerError,
+    concatenate_batches,
+    join_worker_states,
+    remote_parameters,
+    split_worker_states,
+)
 
 MAX_DEATHS_PER_UPDATE = 3
 """Worker deaths tolerated while collecting one batch before the run stops with an error."""
@@ -68,10 +73,6 @@ def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_SECO
         ) from None
 
 
-class RolloutWorkerError(RuntimeError):
-    """The rollout workers could not start, or kept dying. The message is one line."""
-
-
 def import_ray():
     """Returns the `ray` module, or raises ImportError with the install command."""
     try:
@@ -79,95 +80,6 @@ def import_ray():
     except ImportError:
         raise ImportError(f"rollout.backend ray needs the ray package: {RAY_INSTALL_HINT}") from None
     return ray
-
-
-def join_worker_states(states: list[GameState]) -> GameState:
-    """The workers' game states as one set of arrays, keys prefixed with the worker (`w0.`, ...)."""
-    return {f"w{worker}.{key}": value for worker, state in enumerate(states) for key, value in state.items()}
-
-
-def split_worker_states(state: GameState, num_workers: int) -> list[GameState]:
-    """The per-worker states that `join_worker_states` joined.
-
-    Raises:
-        ValueError: `state` was saved by another number of workers.
-    """
-    saved = {key.split(".", 1)[0] for key in state}
-    if saved != {f"w{worker}" for worker in range(num_workers)}:
-        raise ValueError(f"the saved games do not fit: {len(saved)} workers saved for {num_workers}")
-    parts: list[GameState] = [{} for _ in range(num_workers)]
-    for key, value in state.items():
-        worker, name = key.split(".", 1)
-        parts[int(worker[1:])][name] = value
-    return parts
-
-
-def share(total: int | None, num_workers: int, worker: int) -> int | None:
-    """Worker `worker`'s part of `total` samples or episodes per batch; the parts add up to `total`.
-
-    Example:
-        >>> [share(5000, 3, w) for w in range(3)]
-        [1667, 1667, 1666]
-    """
-    if total is None:
-        return None
-    return total // num_workers + (worker < total % num_workers)
-
-
-class RolloutWorker:
-    """One Ray actor, or one worker process of `rollout.backend: processes`: its own games and
-    collector, and the policy in numpy.
-
-    Args:
-        config_data: the run's config as plain data (`config_to_dict`).
-        worker: this worker's index, 0 to `rollout.num_workers - 1`.
-        games_seed: seeds the games, with the worker's index (`derive_seed`).
-        serial: play Pong in this thread (`pgkeras.envs.PongSerialEnv`), as the workers of
-            `rollout.backend: processes` do; the games are the same either way.
-    """
-
-    def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int, serial: bool = False):
-        import ale_py
-        import gymnasium
-
-        gymnasium.register_envs(ale_py)  # Atari ids must be known in this process too
-        config = config_from_dict(config_data, "the learner's config")
-        train = config.train
-        self.seed = config.seed
-        self.worker = worker
-        self.sigma = config.model.gaussian_sigma
-        self.env = make_env(config, serial=serial)
-        num_workers = config.rollout.num_workers
-        self.collector = RolloutCollector(
-            self.env,
-            gamma=train.gamma,
-            reset_on_reward=train.reset_on_reward,
-            episodes_per_update=share(train.episodes_per_update, num_workers, worker),
-            samples_per_update=share(train.samples_per_update, num_workers, worker),
-            seed=derive_seed(games_seed, worker),
-        )
-
-    def pid(self) -> int:
-        """The worker's process id (it changes when Ray restarts the worker)."""
-        return os.getpid()
-
-    def collect(self, parameters: Parameters, update: int) -> tuple[Batch, int]:
-        """Plays until this worker's share of batch `update` is complete.
-
-        Returns:
-            The batch and this worker's process id.
-        """
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, update, self.worker]))
-        batch = self.collector.collect_batch(NumpyPolicy(parameters, rng, self.sigma).sample)
-        return batch, os.getpid()
-
-    def get_state(self) -> GameState:
-        """This worker's games and held samples (`RolloutCollector.get_state`)."""
-        return self.collector.get_state()
-
-    def set_state(self, state: GameState) -> None:
-        """Continues this worker's games from a `get_state` (`RolloutCollector.set_state`)."""
-        self.collector.set_state(state)
 
 
 class RayRolloutCollector:
@@ -223,11 +135,12 @@ class RayRolloutCollector:
                 f"{READY_TIMEOUT_SECONDS:.0f} s; each needs 1 CPU and the cluster has {cpus:g}"
             ) from None
 
-    def collect_batch(self, parameters: Parameters) -> Batch:
-        """Sends the weights once, lets every worker collect its share, and joins the shares.
+    def collect_batch(self, policy: NumpyPolicy) -> Batch:
+        """Sends the policy's weights once, lets every worker collect its share, and joins the shares.
 
         Args:
-            parameters: the policy's Dense layers as numpy arrays (`DenseForward.parameters`).
+            policy: a Dense-only policy; its `parameters` go to the workers, which draw their own
+                actions (see the module's docstring).
 
         Raises:
             RolloutWorkerError: more than `MAX_DEATHS_PER_UPDATE` deaths in one batch, or a worker that
@@ -235,7 +148,7 @@ class RayRolloutCollector:
         """
         self._update += 1
         self._deaths = 0
-        weights = self._ray.put(parameters)
+        weights = self._ray.put(remote_parameters(policy))
         calls = [actor.collect.remote(weights, self._update) for actor in self.workers]
         parts = [self._share(worker, call, weights) for worker, call in enumerate(calls)]
         return concatenate_batches(parts)
@@ -300,6 +213,10 @@ class RayRolloutCollector:
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
             return None
         return join_worker_states(states)
+
+    def restart(self, games_seed: int) -> None:
+        """Every worker drops its games and starts new ones (`RolloutWorker.restart`)."""
+        self._ray.get([actor.restart.remote(games_seed) for actor in self.workers])
 
     def set_state(self, state: GameState) -> None:
         """Continues every worker's games from a `get_state` (ValueError if they do not fit)."""

@@ -7,7 +7,9 @@ All kinds step all their games at once and reset finished games in the same step
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -22,6 +24,8 @@ from pgkeras.preprocess import (
     SCREEN_HEIGHT,
     SCREEN_WIDTH,
     FrameDifference,
+    atari_frames,
+    background_gray,
     pong_frames,
 )
 
@@ -39,6 +43,76 @@ def pong_action_set(actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if actions == "all":
         return PONG_ALL_ACTIONS, PONG_ALL_ACTION_NAMES
     return PONG_ACTIONS, PONG_ACTION_NAMES
+
+
+def ale_game(env_id: str) -> str:
+    """The ROM name of an ALE id (`ALE/SpaceInvaders-v5` -> `space_invaders`), from gymnasium's
+    registry; Pong's short ids give `pong`.
+
+    Raises:
+        ValueError: not an ALE game (with gymnasium's reason, e.g. a misspelt name).
+    """
+    if env_id in PONG_IDS:
+        return "pong"
+    import ale_py
+
+    gym.register_envs(ale_py)  # the ALE namespace, so that a misspelt game gets a suggestion
+    try:
+        return gym.spec(env_id).kwargs["game"]
+    except (gym.error.Error, KeyError) as error:
+        raise ValueError(f"env.id: cannot make {env_id!r}: {error}") from None
+
+
+@functools.cache
+def minimal_actions(game: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The game's minimal action set: the ALE action numbers and their names, e.g. Breakout's
+    (0, 1, 3, 4) and ("NOOP", "FIRE", "RIGHT", "LEFT")."""
+    from ale_py import ALEInterface, LoggerMode, roms
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    actions = ale.getMinimalActionSet()
+    return tuple(a.value for a in actions), tuple(a.name for a in actions)
+
+
+@functools.cache
+def game_background(game: str) -> tuple[int, tuple[int, int, int]]:
+    """The background of a game's first screen: its commonest grayscale value
+    (`pgkeras.preprocess.background_gray`), and the colour of those pixels (for recording)."""
+    from ale_py import ALEInterface, LoggerMode, roms
+
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    ale.reset_game()
+    gray, rgb = ale.getScreenGrayscale(), ale.getScreenRGB()
+    value = background_gray(gray)
+    colour = np.bincount(rgb[gray == value].astype(np.int64) @ [65536, 256, 1]).argmax()
+    return value, (int(colour >> 16), int(colour >> 8 & 255), int(colour & 255))
+
+
+def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Indices into the game's minimal action set and their names: Pong's `env.actions` (updown or
+    all), and for every other game its whole minimal set."""
+    if game == "pong":
+        return pong_action_set(actions)
+    names = minimal_actions(game)[1]
+    return np.arange(len(names), dtype=np.int32), names
+
+
+class FramesOf:
+    """A game's screens (grayscale, or RGB for recording) -> 0/1 frame vectors: Karpathy's for
+    Pong, `atari_frames` for the others."""
+
+    def __init__(self, game: str):
+        self.background = None if game == "pong" else game_background(game)
+
+    def __call__(self, screens: np.ndarray) -> np.ndarray:
+        if self.background is None:
+            return pong_frames(screens)
+        gray, colour = self.background
+        return atari_frames(screens, colour if screens.ndim == 4 else gray)
 
 
 STICKY_PRIMING_ACTS = 100
@@ -89,7 +163,7 @@ def check_num_games(state: GameState, key: str, num_envs: int) -> None:
 class LockstepGroups:
     """`groups`, `send` and `recv` for games that all step at once: one group, stepped by `recv`.
 
-    The collector talks to every env through these three; only `PongVectorEnv` has real groups.
+    The collector talks to every env through these three; only `AtariVectorEnv` has real groups.
     """
 
     num_envs: int
@@ -108,11 +182,12 @@ class LockstepGroups:
         return self.step(self._sent_actions)
 
 
-class PongVectorEnv:
-    """Pong games stepped together in ale-py's C++ vector env, seen as Karpathy's frame differences.
+class AtariVectorEnv:
+    """Atari games stepped together in ale-py's C++ vector env, seen as differences of 0/1 frames.
 
-    Observations are int8 `(N, 6400)` differences of consecutive 0/1 frames; actions are 0 (UP)
-    and 1 (DOWN).
+    Observations are int8 `(N, 6400)` differences of consecutive 80x80 0/1 frames: Karpathy's for
+    Pong (actions 0, UP, and 1, DOWN), `pgkeras.preprocess.atari_frames` for every other game
+    (actions: the indices of its minimal action set).
 
     The games can be split into `num_groups` groups, each its own ale-py vector env, so that the
     emulator threads play one group while Python chooses the actions of another: `send(group,
@@ -127,6 +202,8 @@ class PongVectorEnv:
         num_threads: emulator threads per group; 0 lets ale-py choose.
         rgb: ask the emulator for colour screens (for recording); the policy sees the same vectors.
         num_groups: groups of games stepped in turn; must divide `num_envs`.
+        actions: Pong's action set, `updown` or `all`.
+        game: the ALE ROM, e.g. "pong" or "breakout" (`ale_game`).
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -144,10 +221,13 @@ class PongVectorEnv:
         rgb: bool = False,
         num_groups: int = 1,
         actions: str = "updown",
+        game: str = "pong",
     ):
-        from ale_py.vector_env import AtariVectorEnv
+        from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
-        self.action_map, self.action_names = pong_action_set(actions)
+        self.game = game
+        self.action_map, self.action_names = game_action_set(game, actions)
+        self.frames = FramesOf(game)
         self.num_actions = len(self.action_map)
 
         if num_groups < 1 or num_envs % num_groups:
@@ -156,15 +236,15 @@ class PongVectorEnv:
         group_size = num_envs // num_groups
         self.groups = [np.arange(g * group_size, (g + 1) * group_size) for g in range(num_groups)]
         self.vector_envs = [
-            AtariVectorEnv(
-                "pong",
+            AleVectorEnv(
+                game,
                 group_size,
                 num_threads=num_threads,
                 frameskip=frame_skip,
                 repeat_action_probability=sticky_action_prob,
                 max_num_frames_per_episode=(max_episode_steps * frame_skip if max_episode_steps else 108_000),
-                # The full 210x160 screen in grayscale: Karpathy's crop and downsample happen in
-                # pong_frames, and a resize here would blur the 2-pixel ball.
+                # The full 210x160 screen in grayscale: the crop and downsample happen in
+                # self.frames, and a resize here would blur the 2-pixel ball.
                 img_height=210,
                 img_width=160,
                 grayscale=not rgb,
@@ -208,13 +288,13 @@ class PongVectorEnv:
         self._history_lengths[:] = 0
         return np.concatenate(
             [
-                difference(pong_frames(self.last_screens[rows]), np.ones(len(rows), dtype=bool))
+                difference(self.frames(self.last_screens[rows]), np.ones(len(rows), dtype=bool))
                 for rows, difference in zip(self.groups, self.differences, strict=True)
             ]
         )
 
     def send(self, group: int, actions: np.ndarray) -> None:
-        """Starts one agent step of the games in `group`. `actions`: int of 0 (UP) or 1 (DOWN)."""
+        """Starts one agent step of the games in `group`. `actions`: int indices of `action_names`."""
         self.vector_envs[group].send(self.action_map[actions])
         self._in_flight[group] = actions
 
@@ -226,7 +306,7 @@ class PongVectorEnv:
         if self.rgb:
             self.last_screens[self.groups[group]] = screens[:, 0]
         done = terminated | truncated
-        observations = self.differences[group](pong_frames(screens[:, 0]), done)
+        observations = self.differences[group](self.frames(screens[:, 0]), done)
         rows = self.groups[group]
         self._histories[rows, self._history_lengths[rows]] = self._in_flight[group]
         self._history_lengths[rows] = np.where(done, 0, self._history_lengths[rows] + 1)
@@ -280,7 +360,7 @@ class PongVectorEnv:
             difference.previous[:] = previous[rows]
 
     def step(self, actions: np.ndarray) -> StepResult:
-        """Plays one agent step in every game. `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
+        """Plays one agent step in every game. `actions`: int `(N,)` indices of `action_names`."""
         for group, rows in enumerate(self.groups):
             self.send(group, actions[rows])
         results = [self.recv(group) for group in range(len(self.groups))]
@@ -291,8 +371,8 @@ class PongVectorEnv:
             vector_env.close()
 
 
-class PongSerialEnv(LockstepGroups):
-    """The games of `PongVectorEnv`, played one after another in the calling thread through bare
+class AtariSerialEnv(LockstepGroups):
+    """The games of `AtariVectorEnv`, played one after another in the calling thread through bare
     `ale_py.ALEInterface` objects: what each worker process of `rollout.backend: processes` runs.
 
     In a worker, threads only hand each step back and forth: ale-py's vector env with one emulator
@@ -301,15 +381,15 @@ class PongSerialEnv(LockstepGroups):
     played 7,500-7,700 agent steps/s on 2 cores where the vector env alone played ~7,000 (see
     benchmarks/README.md, "Seventh round"). The Python loop over games costs a few microseconds
     per game step against ~250 us of emulation. Given the same actions, it returns exactly what
-    `PongVectorEnv` returns (tests/test_processes.py checks this).
+    `AtariVectorEnv` returns (tests/test_processes.py checks this).
 
-    Args: as `PongVectorEnv`, without its threads and groups.
+    Args: as `AtariVectorEnv`, without its threads and groups.
     """
 
-    observation_shape = PongVectorEnv.observation_shape
-    observation_size = PongVectorEnv.observation_size
-    observation_dtype = PongVectorEnv.observation_dtype
-    action_dtype = PongVectorEnv.action_dtype
+    observation_shape = AtariVectorEnv.observation_shape
+    observation_size = AtariVectorEnv.observation_size
+    observation_dtype = AtariVectorEnv.observation_dtype
+    action_dtype = AtariVectorEnv.action_dtype
 
     def __init__(
         self,
@@ -318,18 +398,21 @@ class PongSerialEnv(LockstepGroups):
         sticky_action_prob: float = 0.0,
         max_episode_steps: int | None = None,
         actions: str = "updown",
+        game: str = "pong",
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
-        action_map, self.action_names = pong_action_set(actions)
+        self.game = game
+        action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
+        self.frames = FramesOf(game)
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
         self.num_envs = num_envs
         self.frame_skip = frame_skip
         self.sticky_action_prob = sticky_action_prob
         self.max_frames = max_episode_steps * frame_skip if max_episode_steps else 108_000
-        self._rom = roms.get_rom_path("pong")
+        self._rom = roms.get_rom_path(game)
         self.games = [self._load(ALEInterface(), seed=None) for _ in range(num_envs)]
         self._actions = [self.games[0].getMinimalActionSet()[a] for a in action_map]
         self._frames = np.zeros(num_envs, np.int64)  # emulator frames of each game's episode
@@ -353,11 +436,11 @@ class PongSerialEnv(LockstepGroups):
             game.reset_game()
             game.getScreenGrayscale(self._screens[i])
         self._frames[:] = 0
-        return self._difference(pong_frames(self._screens), np.ones(self.num_envs, dtype=bool))
+        return self._difference(self.frames(self._screens), np.ones(self.num_envs, dtype=bool))
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Plays one agent step in every game; a game that ends starts its next episode at once.
-        `actions`: int `(N,)` of 0 (UP) or 1 (DOWN)."""
+        `actions`: int `(N,)` indices of `action_names`."""
         rewards = np.zeros(self.num_envs, np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
@@ -377,7 +460,7 @@ class PongSerialEnv(LockstepGroups):
                     break
             rewards[i] = reward
             game.getScreenGrayscale(screens[i])
-        observations = self._difference(pong_frames(screens), terminated | truncated)
+        observations = self._difference(self.frames(screens), terminated | truncated)
         return StepResult(observations, rewards, terminated, truncated)
 
     def get_state(self) -> GameState:
@@ -414,56 +497,89 @@ class PongSerialEnv(LockstepGroups):
         self.games = []
 
 
+PongVectorEnv = AtariVectorEnv
+"""The name of `AtariVectorEnv` from when it played Pong only."""
+PongSerialEnv = AtariSerialEnv
+"""The name of `AtariSerialEnv` from when it played Pong only."""
+
+
 class GymVectorEnv(LockstepGroups):
-    """Any gymnasium game with discrete actions, stepped with `gymnasium.make_vec`.
+    """Any gymnasium game with discrete or one-dimensional continuous actions, stepped together.
 
     Box observations are flattened to float32 vectors; Discrete observations become one-hot vectors.
 
     Args:
-        env_id: gymnasium id, e.g. "CartPole-v1".
-        num_envs: copies stepped together.
-        max_episode_steps: step limit per episode, or None for the game's own.
+        env_id: gymnasium id, e.g. "CartPole-v1"; or a callable that returns a new `gymnasium.Env`
+            (one per game); or a ready `gymnasium.vector.VectorEnv` (its games cannot be saved at a
+            checkpoint, so a resume starts new ones).
+        num_envs: copies stepped together (ignored for a ready VectorEnv).
+        max_episode_steps: step limit per episode, or None for the game's own (game ids only).
         make_kwargs: keyword arguments for `gymnasium.make`, e.g. `{"is_slippery": False}`.
     """
 
     observation_dtype = np.dtype(np.float32)
-    action_dtype = np.dtype(np.int32)
 
     def __init__(
         self,
-        env_id: str,
+        env_id: str | Callable[[], gym.Env] | gym.vector.VectorEnv,
         num_envs: int,
         max_episode_steps: int | None = None,
         make_kwargs: dict | None = None,
     ):
-        kwargs = dict(make_kwargs or {})
-        if max_episode_steps is not None:
-            kwargs["max_episode_steps"] = max_episode_steps
-        self.num_envs = num_envs
-        self.vector_env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            wrappers=[EpisodeRecorder],
-            **kwargs,
-        )
+        if isinstance(env_id, gym.vector.VectorEnv):
+            mode = env_id.metadata.get("autoreset_mode")
+            if mode != AutoresetMode.SAME_STEP:
+                raise ValueError(
+                    f"env: expected a VectorEnv with autoreset_mode=AutoresetMode.SAME_STEP, got {mode}; "
+                    "or pass a callable that makes one game"
+                )
+            self.vector_env, name = env_id, "env"
+        elif callable(env_id):
+            make = env_id
+            self.vector_env = gym.vector.SyncVectorEnv(
+                [lambda: EpisodeRecorder(make()) for _ in range(num_envs)],
+                autoreset_mode=AutoresetMode.SAME_STEP,
+            )
+            name = "env"
+        else:
+            kwargs = dict(make_kwargs or {})
+            if max_episode_steps is not None:
+                kwargs["max_episode_steps"] = max_episode_steps
+            self.vector_env = gym.make_vec(
+                env_id,
+                num_envs=num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                wrappers=[EpisodeRecorder],
+                **kwargs,
+            )
+            name = f"env.id {env_id!r}"
+        self.num_envs = self.vector_env.num_envs
         space = self.vector_env.single_observation_space
         action_space = self.vector_env.single_action_space
-        if not isinstance(action_space, gym.spaces.Discrete):
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.num_actions = int(action_space.n)
+            self.action_dtype = np.dtype(np.int32)
+        elif isinstance(action_space, gym.spaces.Box) and action_space.shape in ((), (1,)):
+            self.num_actions = 1  # the mean of a Gaussian policy (model.kind linear_gaussian)
+            self.action_dtype = np.dtype(np.float32)
+        else:
             self.vector_env.close()
-            raise ValueError(f"env.id {env_id!r}: expected a game with discrete actions, got {action_space}")
+            raise ValueError(f"{name}: expected discrete or one continuous action, got {action_space}")
+        self._action_shape = getattr(action_space, "shape", ())
         if isinstance(space, gym.spaces.Discrete):
             self.observation_shape: tuple[int, ...] = (int(space.n),)
         elif isinstance(space, gym.spaces.Box):
             self.observation_shape = tuple(int(d) for d in space.shape)
         else:
             self.vector_env.close()
-            raise ValueError(f"env.id {env_id!r}: expected Box or Discrete observations, got {space}")
+            raise ValueError(f"{name}: expected Box or Discrete observations, got {space}")
         self.observation_size = int(np.prod(self.observation_shape))
-        self.num_actions = int(action_space.n)
         self.action_names = tuple(str(i) for i in range(self.num_actions))
         self._one_hot = isinstance(space, gym.spaces.Discrete)
+        self._recorded = all(
+            isinstance(env, EpisodeRecorder) for env in getattr(self.vector_env, "envs", [None])
+        )
 
     def _observations(self, raw: np.ndarray) -> np.ndarray:
         if self._one_hot:
@@ -476,16 +592,25 @@ class GymVectorEnv(LockstepGroups):
         return self._observations(raw)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        """Plays one step in every game. `actions`: int `(N,)`."""
-        raw, rewards, terminated, truncated, _ = self.vector_env.step(np.asarray(actions))
+        """Plays one step in every game. `actions`: int `(N,)`, or float `(N,)` continuous actions."""
+        actions = np.asarray(actions)
+        if self.action_dtype.kind == "f":
+            actions = actions.reshape(self.num_envs, *self._action_shape)
+        raw, rewards, terminated, truncated, _ = self.vector_env.step(actions)
         return StepResult(self._observations(raw), rewards.astype(np.float32), terminated, truncated)
 
-    def get_state(self) -> GameState:
-        """How each game's current episode began and its actions since (see `EpisodeRecorder`)."""
+    def get_state(self) -> GameState | None:
+        """How each game's current episode began and its actions since (see `EpisodeRecorder`);
+        None for a ready VectorEnv, whose games were not recorded."""
+        if not self._recorded:
+            return None
         recorders = self.vector_env.envs
         return {
             "episode_starts": np.array([recorder.start for recorder in recorders]),
-            "actions": np.array([a for recorder in recorders for a in recorder.actions], np.int64),
+            "actions": np.array(
+                [np.asarray(a).reshape(-1)[0] for recorder in recorders for a in recorder.actions],
+                np.int64 if self.action_dtype.kind == "i" else np.float32,
+            ),
             "action_counts": np.array([len(recorder.actions) for recorder in recorders], np.int64),
         }
 
@@ -513,7 +638,7 @@ class EpisodeRecorder(gym.Wrapper):
         return super().reset(seed=seed, options=options)
 
     def step(self, action):
-        self.actions.append(int(action))
+        self.actions.append(action)
         return super().step(action)
 
     def replay(self, start: str, actions: np.ndarray) -> None:
@@ -524,8 +649,9 @@ class EpisodeRecorder(gym.Wrapper):
             generator.state = begin["generator"]
             self.unwrapped.np_random = np.random.Generator(generator)
         self.reset(seed=begin["seed"])
-        for action in actions.tolist():
-            self.step(action)
+        shape = self.action_space.shape
+        for action in actions.tolist() if not shape else actions.astype(self.action_space.dtype):
+            self.step(action.reshape(shape) if shape else action)
 
 
 class LQRVectorEnv(LockstepGroups):
@@ -664,22 +790,34 @@ def riccati_gain(
 
 
 def is_pong(env_id: str) -> bool:
-    """Whether `env_id` names Pong, which gets the ale-py vector env and Karpathy's preprocessing."""
+    """Whether `env_id` names Pong, which gets Karpathy's preprocessing."""
     return env_id in PONG_IDS
 
 
+def is_atari(env_id: str) -> bool:
+    """Whether `env_id` names an ALE game (`ALE/...`, or Pong's short ids): played through ale-py
+    directly, seen as 0/1 frame differences."""
+    return is_pong(env_id) or env_id.startswith("ALE/")
+
+
 def make_env(
-    config: Config, num_envs: int | None = None, rgb: bool = False, serial: bool = False
-) -> PongVectorEnv | PongSerialEnv | LQRVectorEnv | GymVectorEnv:
+    config: Config,
+    num_envs: int | None = None,
+    rgb: bool = False,
+    serial: bool = False,
+    custom: Callable[[], gym.Env] | gym.vector.VectorEnv | None = None,
+) -> AtariVectorEnv | AtariSerialEnv | LQRVectorEnv | GymVectorEnv:
     """Builds the vectorised game the config asks for.
 
     Args:
         config: uses `env.id`, `env.num_envs`, `env.frame_skip`, `env.sticky_action_prob`,
             `env.max_episode_steps`, `env.num_threads`, `env.kwargs` and `env.lqr`.
         num_envs: games to run instead of `env.num_envs` (evaluation and play use their own).
-        rgb: Pong only: keep colour screens in `last_screens` for recording.
-        serial: Pong only: play the games one after another in this thread (`PongSerialEnv`, for
+        rgb: Atari only: keep colour screens in `last_screens` for recording.
+        serial: Atari only: play the games one after another in this thread (`AtariSerialEnv`, for
             worker processes) instead of in ale-py's threads.
+        custom: your own game instead of `env.id`: a callable that returns a new `gymnasium.Env`
+            (called once per game) or a ready `gymnasium.vector.VectorEnv` (see `GymVectorEnv`).
 
     Returns:
         An object with `reset(seed)`, `step(actions)`, `close()`, `num_envs`, `num_actions`,
@@ -687,12 +825,15 @@ def make_env(
     """
     env = config.env
     num_envs = env.num_envs if num_envs is None else num_envs
-    if is_pong(env.id) and serial and not rgb:
-        return PongSerialEnv(
-            num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions
-        )
-    if is_pong(env.id):
-        return PongVectorEnv(
+    if custom is not None:
+        return GymVectorEnv(custom, num_envs)
+    if is_atari(env.id) and serial and not rgb:
+        return AtariSerialEnv(
+            num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
+            game=ale_game(env.id),
+        )  # fmt: skip
+    if is_atari(env.id):
+        return AtariVectorEnv(
             num_envs,
             frame_skip=env.frame_skip,
             sticky_action_prob=env.sticky_action_prob,
@@ -701,13 +842,10 @@ def make_env(
             rgb=rgb,
             num_groups=env.num_groups if num_envs % env.num_groups == 0 else 1,
             actions=env.actions,
+            game=ale_game(env.id),
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)
-    if env.id.startswith("ALE/"):
-        import ale_py
-
-        gym.register_envs(ale_py)  # the ALE namespace, so that a misspelt game gets a suggestion
     try:
         return GymVectorEnv(env.id, num_envs, env.max_episode_steps, env.kwargs)
     except (gym.error.Error, TypeError) as error:

@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_limits
 
 Parameters = list[tuple]
 """One `(kernel, activation)` or `(kernel, bias, activation)` tuple per Dense layer, in order;
-activation is "relu", "softmax", "sigmoid" or "linear". `pgkeras.policies.DenseForward.parameters`
-has this form."""
+activation is "relu", "softmax", "sigmoid" or "linear". `pgkeras.policies.dense_parameters(model)`
+gives this form."""
 
 
 def dense_forward(parameters: Parameters, observations: np.ndarray) -> np.ndarray:
@@ -59,26 +59,47 @@ def action_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 class NumpyPolicy:
-    """Draws actions for all games from plain weight arrays: a softmax policy, or, with `sigma`, the
-    Gaussian policy mu(s) + sigma * noise. What the Ray workers run between updates.
+    """Draws actions for all games with one batched forward pass of plain weight arrays: a softmax
+    (or one-unit sigmoid) policy, or, with `sigma`, the Gaussian policy mu(s) + sigma * noise.
+
+    What the rollout workers run between updates, and the base of the trainer's
+    `pgkeras.policies.ActionSampler`, which fills in the weights from a Keras model.
 
     Args:
         parameters: the policy's Dense layers (see `Parameters`).
         rng: numpy generator for the draws.
         sigma: standard deviation of a Gaussian policy; None for a softmax policy.
+
+    Example:
+        >>> layers = [(np.zeros((2, 2), np.float32), np.array([0.0, 9.0], np.float32), "softmax")]
+        >>> NumpyPolicy(layers, np.random.default_rng(0)).sample(np.zeros((3, 2)), greedy=True).tolist()
+        [1, 1, 1]
     """
 
-    def __init__(self, parameters: Parameters, rng: np.random.Generator, sigma: float | None = None):
+    def __init__(self, parameters: Parameters | None, rng: np.random.Generator, sigma: float | None = None):
         self.parameters = parameters
         self.rng = rng
         self.sigma = sigma
 
-    def sample(self, observations: np.ndarray) -> np.ndarray:
-        """int32 action indices `(N,)`, or float32 continuous actions `(N,)` for a Gaussian policy."""
-        outputs = dense_forward(self.parameters, observations)
+    def outputs(self, observations: np.ndarray) -> np.ndarray:
+        """The policy's float32 outputs `(N, outputs)` for observations `(N, D)`."""
+        return dense_forward(self.parameters, observations)
+
+    def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
+        """One action per row of `observations` `(N, D)`; `greedy` takes the most probable action
+        (the mean of a Gaussian policy) instead of drawing.
+
+        Returns:
+            int32 action indices `(N,)`, or float32 continuous actions `(N,)` for a Gaussian policy.
+        """
+        outputs = self.outputs(observations)
         if self.sigma is not None:
-            return sample_gaussian(outputs[:, 0], self.sigma, self.rng)
-        return sample_categorical(action_probabilities(outputs), self.rng)
+            means = outputs[:, 0]
+            return means.astype(np.float32) if greedy else sample_gaussian(means, self.sigma, self.rng)
+        probabilities = action_probabilities(outputs)
+        if greedy:
+            return probabilities.argmax(axis=1).astype(np.int32)
+        return sample_categorical(probabilities, self.rng)
 
 
 def blas_on_one_thread() -> AbstractContextManager:

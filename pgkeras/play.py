@@ -13,8 +13,7 @@ import numpy as np
 
 from pgkeras.checkpoints import ModelFileError
 from pgkeras.config import Config, config_from_dict
-from pgkeras.envs import is_pong, make_env
-from pgkeras.inference import blas_on_one_thread
+from pgkeras.envs import is_atari, is_pong, make_env
 from pgkeras.policies import ActionSampler
 
 # One agent step is frame_skip emulator frames; Atari runs at 60 frames per second.
@@ -26,17 +25,19 @@ class PlayError(ValueError):
 
 
 class EpisodeScore(NamedTuple):
-    """Points of one Pong episode."""
+    """One episode: its points won and lost (steps with positive and negative reward), and its score."""
 
     agent_points: int
     opponent_points: int
     steps: int
     finished: bool
     """False when `--max-steps` cut the episode short."""
+    score: float | None = None
+    """The total reward; None means agent_points - opponent_points (Pong)."""
 
     @property
-    def reward(self) -> int:
-        return self.agent_points - self.opponent_points
+    def reward(self) -> float:
+        return self.agent_points - self.opponent_points if self.score is None else self.score
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -85,9 +86,11 @@ def check_model_fits_env(model: keras.Model, model_path: Path, env, env_id: str)
 
 
 def make_play_env(model: keras.Model, config: Config, model_path: Path):
-    """One colour Pong game for `model`; raises `PlayError` / `ModelFileError` if they do not fit."""
-    if not is_pong(config.env.id):
-        raise PlayError(f"env.id: play_pong plays Pong, but the run's config names {config.env.id!r}")
+    """One colour Atari game for `model`; raises `PlayError` / `ModelFileError` if they do not fit."""
+    if not is_atari(config.env.id):
+        raise PlayError(
+            f"env.id: play plays Atari games (ALE/...), but the run's config names {config.env.id!r}"
+        )
     env = make_env(config, num_envs=1, rgb=True)
     try:
         check_model_fits_env(model, model_path, env, config.env.id)
@@ -95,48 +98,6 @@ def make_play_env(model: keras.Model, config: Config, model_path: Path):
         env.close()
         raise
     return env
-
-
-def evaluate(
-    model: keras.Model,
-    env,
-    rng: np.random.Generator,
-    greedy: bool = False,
-    seed: int | None = None,
-    max_steps: int = 100_000,
-    sampler=None,
-) -> np.ndarray:
-    """Plays one episode in each of the env's games with the current policy and returns their rewards.
-
-    Every game plays exactly its first episode, so short episodes are not over-represented.
-
-    Args:
-        model: the policy.
-        env: a vectorised game from `make_env`, separate from the training games.
-        rng: draws the actions (separate from the training sampler's, so evaluation does not
-            change the training run).
-        greedy: take the most probable action instead of sampling.
-        seed: seeds the games.
-        max_steps: steps per game after which unfinished episodes count as they stand.
-        sampler: chooses the actions (`pgkeras.policies.make_sampler`); None: a softmax
-            `ActionSampler` on `model` and `rng`.
-
-    Returns:
-        float64 `(num_envs,)` total reward of each game's episode.
-    """
-    sampler = sampler or ActionSampler(model, rng)
-    observations = env.reset(seed=seed)
-    totals = np.zeros(env.num_envs)
-    running = np.ones(env.num_envs, dtype=bool)
-    with blas_on_one_thread():
-        for _ in range(max_steps):
-            result = env.step(sampler.sample(observations, greedy=greedy))
-            totals += result.rewards * running
-            running &= ~(result.terminated | result.truncated)
-            if not running.any():
-                break
-            observations = result.observations
-    return totals
 
 
 FrameSink = Callable[[np.ndarray], None]
@@ -209,8 +170,8 @@ class HumanWindow:
 
 
 def play(
-    model: keras.Model,
-    config: Config,
+    model: keras.Model | str | Path,
+    config: Config | None = None,
     num_episodes: int = 1,
     max_steps: int | None = None,
     greedy: bool = False,
@@ -218,12 +179,16 @@ def play(
     sinks: list[FrameSink] = (),
     report: Callable[[str], None] = print,
     model_path: Path = Path("model"),
+    gif: str | Path | None = None,
 ) -> list[EpisodeScore]:
-    """Plays Pong episodes with a policy, one game, feeding each RGB screen to `sinks`.
+    """Plays episodes of an Atari game (Pong...) with a policy, one game, feeding each RGB screen to
+    `sinks`.
 
     Args:
-        model: the policy; its input and output must fit the config's environment.
-        config: the run's settings (frame skip, sticky actions).
+        model: the policy; its input and output must fit the config's environment. Or a run folder
+            (its `best.keras`) or a `.keras` file, loaded in safe mode.
+        config: the run's settings (frame skip, sticky actions); None: the `config.yaml` of the
+            run that `model` (a path) belongs to.
         num_episodes: episodes to play.
         max_steps: stop after this many agent steps in all (the episode then counts as unfinished).
         greedy: take the most probable action instead of sampling.
@@ -231,52 +196,76 @@ def play(
         sinks: callables receiving every screen, uint8 `(210, 160, 3)` (video, GIF, window).
         report: receives one line per finished episode.
         model_path: named in errors.
+        gif: also write an animated GIF of the game screen here.
 
     Returns:
         One `EpisodeScore` per episode played.
+
+    Raises:
+        PlayError, ModelFileError: the model or config cannot play (one line).
+
+    Example:
+        >>> scores = pgkeras.play("runs/pong", num_episodes=1, gif="pong.gif")  # doctest: +SKIP
+        episode 1: agent 21 - 0 built-in AI (+21), 1,640 steps
     """
+    if not isinstance(model, keras.Model):
+        from pgkeras.checkpoints import load_policy
+
+        model_path = resolve_model_path(model)
+        model = load_policy(model_path)
+    if config is None:
+        config = load_run_config(model_path)
     env = make_play_env(model, config, model_path)
+    if gif is not None:
+        sinks = [*sinks, GifWriter(Path(gif), ATARI_FPS / config.env.frame_skip)]
     try:
         sampler = ActionSampler(model, np.random.default_rng(seed))
         observations = env.reset(seed=seed)
         for sink in sinks:
             sink(env.last_screens[0])
         scores: list[EpisodeScore] = []
+        pong = is_pong(config.env.id)
         agent = opponent = steps = total_steps = 0
+        total = 0.0
         while len(scores) < num_episodes and (max_steps is None or total_steps < max_steps):
             result = env.step(sampler.sample(observations, greedy=greedy))
             reward = float(result.rewards[0])
-            agent, opponent = agent + (reward > 0), opponent + (reward < 0)
+            agent, opponent, total = agent + (reward > 0), opponent + (reward < 0), total + reward
             steps, total_steps = steps + 1, total_steps + 1
             for sink in sinks:
                 sink(env.last_screens[0])
             if result.terminated[0] or result.truncated[0]:
-                scores.append(EpisodeScore(agent, opponent, steps, True))
+                scores.append(EpisodeScore(agent, opponent, steps, True, None if pong else total))
                 report(_episode_line(len(scores), scores[-1]))
                 agent = opponent = steps = 0
+                total = 0.0
             observations = result.observations
         if steps and len(scores) < num_episodes:
-            scores.append(EpisodeScore(agent, opponent, steps, False))
+            scores.append(EpisodeScore(agent, opponent, steps, False, None if pong else total))
             report(_episode_line(len(scores), scores[-1]))
         return scores
     finally:
         env.close()
+        if gif is not None:
+            sinks[-1].close()
 
 
 def summarize(scores: list[EpisodeScore]) -> str:
-    """One line: mean and best reward and win rate over the episodes."""
+    """One line: mean and best reward over the episodes, and in Pong the win rate."""
     if not scores:
         return "no steps played"
     rewards = [s.reward for s in scores]
+    text = f"{len(scores)} episodes: mean reward {np.mean(rewards):+.2f}, best {max(rewards):+g}"
+    if scores[0].score is not None:
+        return text
     wins = sum(s.agent_points > s.opponent_points for s in scores)
-    return (
-        f"{len(scores)} episodes: mean reward {np.mean(rewards):+.2f}, best {max(rewards):+d}, "
-        f"win rate {wins / len(scores):.0%}"
-    )
+    return text + f", win rate {wins / len(scores):.0%}"
 
 
 def _episode_line(number: int, score: EpisodeScore) -> str:
     cut = "" if score.finished else " (cut by --max-steps)"
+    if score.score is not None:
+        return f"episode {number}: score {score.score:g}, {score.steps:,} steps{cut}"
     return (
         f"episode {number}: agent {score.agent_points} - {score.opponent_points} built-in AI "
         f"({score.reward:+d}), {score.steps:,} steps{cut}"

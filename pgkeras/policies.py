@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.inference import action_probabilities, dense_forward, sample_categorical, sample_gaussian
+from pgkeras.inference import NumpyPolicy, Parameters, action_probabilities
 
 
 @keras.saving.register_keras_serializable(package="pgkeras")
@@ -214,73 +214,61 @@ def gaussian_sample_weights(advantages: np.ndarray, sigma: float) -> np.ndarray:
     return (np.asarray(advantages, dtype=np.float64) / (2.0 * sigma**2)).astype(np.float32)
 
 
-class DenseForward:
-    """The forward pass of a stack of Dense layers in numpy, for choosing actions between updates.
-
-    For the 8 x 6400 int8 batch of one Pong step this is about three times faster than
-    `predict_on_batch`: it skips the framework's per-call dispatch and, for int8 inputs, multiplies
-    only the non-zero pixels (`pgkeras.inference.sparse_matmul`). The result equals the Keras
-    model's up to float32 rounding. It holds a copy of the weights: call `refresh()` after every update.
-
-    Args:
-        model: a Functional model whose layers after the input are all `Dense` with activation
-            relu, softmax or linear (`mlp` and `linear_gaussian` policies).
-    """
-
-    ACTIVATIONS = ("relu", "softmax", "sigmoid", "linear")
-
-    def __init__(self, model: keras.Model):
-        self.model = model
-        self.layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        self.refresh()
-
-    @classmethod
-    def supports(cls, model: keras.Model) -> bool:
-        """Whether `model` is a plain stack of Dense layers this class can run."""
-        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        return bool(layers) and all(
-            isinstance(layer, keras.layers.Dense) and layer.activation.__name__ in cls.ACTIVATIONS
-            for layer in layers
-        )
-
-    def refresh(self) -> None:
-        """Copies the model's current weights."""
-        self.parameters = [
-            (*(np.asarray(w, dtype=np.float32) for w in layer.get_weights()), layer.activation.__name__)
-            for layer in self.layers
-        ]
-
-    def __call__(self, observations: np.ndarray) -> np.ndarray:
-        """Returns float32 `(N, outputs)` for observations `(N, D)` of any numeric dtype."""
-        return dense_forward(self.parameters, observations)
+DENSE_ACTIVATIONS = ("relu", "softmax", "sigmoid", "linear")
+"""The activations `pgkeras.inference.dense_forward` runs."""
 
 
-class ActionSampler:
-    """Chooses actions for all games with one batched forward pass.
+def runs_in_numpy(model: keras.Model) -> bool:
+    """Whether `model` is a plain stack of Dense layers that `pgkeras.inference` can run (`mlp`,
+    `linear_gaussian` and `tabular_softmax` policies; not `conv`)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return bool(layers) and all(
+        isinstance(layer, keras.layers.Dense) and layer.activation.__name__ in DENSE_ACTIVATIONS
+        for layer in layers
+    )
 
-    Dense-only policies run in numpy (`DenseForward`); others use `predict_on_batch`, Keras's
-    compiled single-batch inference. Never `model.predict`, which builds a dataset and costs tens
-    of milliseconds per call.
+
+def dense_parameters(model: keras.Model) -> Parameters:
+    """A copy of a Dense-only model's weights as `pgkeras.inference.Parameters`: one
+    `(kernel, [bias,] activation)` tuple per layer, float32."""
+    return [
+        (*(np.asarray(w, dtype=np.float32) for w in layer.get_weights()), layer.activation.__name__)
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+class ActionSampler(NumpyPolicy):
+    """Chooses actions for all games with one batched forward pass of a Keras policy.
+
+    Dense-only policies run in numpy (`pgkeras.inference.dense_forward`): for the 8 x 6400 int8
+    batch of one Pong step that is about three times faster than `predict_on_batch`, as it skips
+    the framework's per-call dispatch and multiplies only the non-zero pixels; the result equals
+    the Keras model's up to float32 rounding. Other policies (`conv`) use `predict_on_batch`,
+    Keras's compiled single-batch inference. Never `model.predict`, which builds a dataset and
+    costs tens of milliseconds per call.
 
     Args:
-        model: the policy; maps float32 `(N, D)` to probabilities `(N, A)`.
+        model: the policy; maps float32 `(N, D)` to probabilities `(N, A)`, P(first action)
+            `(N, 1)`, or a Gaussian policy's means `(N, 1)`.
         rng: numpy generator that draws the actions; seed it for repeatable runs.
+        sigma: the standard deviation of a Gaussian policy; None for a softmax policy.
     """
 
-    def __init__(self, model: keras.Model, rng: np.random.Generator):
+    def __init__(self, model: keras.Model, rng: np.random.Generator, sigma: float | None = None):
         self.model = model
-        self.rng = rng
-        self.forward = DenseForward(model) if DenseForward.supports(model) else None
+        self.in_numpy = runs_in_numpy(model)
+        super().__init__(dense_parameters(model) if self.in_numpy else None, rng, sigma)
 
     def refresh(self) -> None:
-        """Picks up new weights after the model was trained."""
-        if self.forward is not None:
-            self.forward.refresh()
+        """Picks up new weights after the model was trained (numpy policies hold a copy)."""
+        if self.in_numpy:
+            self.parameters = dense_parameters(self.model)
 
     def outputs(self, observations: np.ndarray) -> np.ndarray:
-        """Returns the model's float32 outputs for observations `(N, D)`."""
-        if self.forward is not None:
-            return self.forward(observations)
+        """The model's float32 outputs for observations `(N, D)`."""
+        if self.in_numpy:
+            return super().outputs(observations)
         return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:
@@ -288,43 +276,7 @@ class ActionSampler:
         for a one-unit sigmoid policy)."""
         return action_probabilities(self.outputs(observations))
 
-    def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
-        """Draws one action per row from the softmax (or takes the argmax when `greedy`).
 
-        Returns:
-            int32 `(N,)` action indices.
-        """
-        probabilities = self.probabilities(observations)
-        if greedy:
-            return probabilities.argmax(axis=1).astype(np.int32)
-        return sample_categorical(probabilities, self.rng)
-
-
-class GaussianActionSampler(ActionSampler):
-    """Draws continuous actions a = mu(s) + sigma * noise for all games with one batched forward pass.
-
-    Args:
-        model: maps float32 `(N, D)` to the action means `(N, 1)`.
-        sigma: the policy's fixed standard deviation.
-        rng: numpy generator for the noise.
-    """
-
-    def __init__(self, model: keras.Model, sigma: float, rng: np.random.Generator):
-        super().__init__(model, rng)
-        self.sigma = sigma
-
-    def sample(self, observations: np.ndarray, greedy: bool = False) -> np.ndarray:
-        """Returns float32 `(N,)` actions; `greedy` returns the means."""
-        means = self.outputs(observations)[:, 0]
-        if greedy:
-            return means.astype(np.float32)
-        return sample_gaussian(means, self.sigma, self.rng)
-
-
-def make_sampler(
-    model: keras.Model, model_config: ModelConfig, rng: np.random.Generator
-) -> ActionSampler | GaussianActionSampler:
+def make_sampler(model: keras.Model, model_config: ModelConfig, rng: np.random.Generator) -> ActionSampler:
     """The action sampler that fits `model_config.kind`: Gaussian for `linear_gaussian`, else softmax."""
-    if model_config.kind == "linear_gaussian":
-        return GaussianActionSampler(model, model_config.sigma, rng)
-    return ActionSampler(model, rng)
+    return ActionSampler(model, rng, model_config.gaussian_sigma)

@@ -1,4 +1,5 @@
-"""Karpathy's Pong preprocessing: crop, downsample, erase the background, binarize; frame differences.
+"""Karpathy's Pong preprocessing (crop, downsample, erase the background, binarize), the same idea
+for any Atari game, and frame differences.
 
 Pure numpy; knows nothing of Keras or gymnasium.
 """
@@ -74,6 +75,59 @@ def pong_frame(frame: np.ndarray) -> np.ndarray:
     if frame.ndim not in (2, 3):
         raise ValueError(f"expected one screen (210, 160) or (210, 160, 3), got shape {frame.shape}")
     return pong_frames(frame[np.newaxis])[0].astype(np.float32)
+
+
+# Other Atari games: the whole 210x160 screen, pooled to 80x80 so that every agent step keeps the
+# one int8 frame-difference format of Pong (and its fast path: sparse first layer, numpy workers).
+ROW_BLOCKS = np.linspace(0, SCREEN_HEIGHT, FRAME_HEIGHT + 1).astype(np.int64)[:-1]
+"""First screen row of each of the 80 output rows: blocks of 2 or 3 rows (210 / 80 = 2.625)."""
+
+
+def background_gray(screen: np.ndarray) -> int:
+    """The commonest grayscale value of a screen `(210, 160)`: the game's background (0, black, for
+    Breakout and Space Invaders; 87 for Pong).
+
+    Example:
+        >>> background_gray(np.pad(np.full((2, 2), 200, np.uint8), 5))
+        0
+    """
+    return int(np.bincount(np.asarray(screen, np.uint8).reshape(-1), minlength=256).argmax())
+
+
+def atari_frames(screens: np.ndarray, background: int | tuple[int, int, int]) -> np.ndarray:
+    """Preprocesses a batch of Atari screens into 0/1 vectors: 1 where the pixel is not the
+    background, pooled over blocks of 2 columns and 2-3 rows (a block is 1 if any of its pixels
+    is), so that 2-pixel balls and bullets survive the 80x80 grid.
+
+    Args:
+        screens: uint8 grayscale `(N, 210, 160)` or RGB `(N, 210, 160, 3)` screens.
+        background: the game's background: its grayscale value (`background_gray`), or for RGB
+            screens its colour.
+
+    Returns:
+        uint8 array `(N, 6400)` of 0 and 1, row-major 80x80.
+
+    Example:
+        >>> screen = np.zeros((1, 210, 160), np.uint8); screen[0, 100, 31] = 255
+        >>> frame = atari_frames(screen, 0).reshape(80, 80); [int(v) for v in np.argwhere(frame)[0]]
+        [38, 15]
+    """
+    screens = np.asarray(screens)
+    if screens.dtype != np.uint8 or screens.shape[1:] not in (
+        (SCREEN_HEIGHT, SCREEN_WIDTH),
+        (SCREEN_HEIGHT, SCREEN_WIDTH, 3),
+    ):
+        raise ValueError(
+            f"expected uint8 screens (N, {SCREEN_HEIGHT}, {SCREEN_WIDTH}) or (N, {SCREEN_HEIGHT}, "
+            f"{SCREEN_WIDTH}, 3), got {screens.dtype} {screens.shape}"
+        )
+    if screens.ndim == 4:
+        foreground = (screens != np.array(background, np.uint8)).any(axis=-1)
+    else:
+        foreground = screens != background
+    columns = foreground[:, :, 0::2] | foreground[:, :, 1::2]
+    pooled = np.logical_or.reduceat(columns, ROW_BLOCKS, axis=1)
+    return pooled.reshape(len(screens), FRAME_SIZE).view(np.uint8)
 
 
 class FrameDifference:

@@ -27,10 +27,17 @@ from typing import Any
 import numpy as np
 
 from pgkeras.config import Config, config_to_dict
-from pgkeras.distributed import RolloutWorker, RolloutWorkerError, join_worker_states, split_worker_states
 from pgkeras.envs import GameState
-from pgkeras.inference import Parameters
-from pgkeras.rollout import Batch, concatenate_batches
+from pgkeras.inference import NumpyPolicy
+from pgkeras.rollout import (
+    Batch,
+    RolloutWorker,
+    RolloutWorkerError,
+    concatenate_batches,
+    join_worker_states,
+    remote_parameters,
+    split_worker_states,
+)
 
 START_TIMEOUT_SECONDS = 120.0
 """How long the trainer waits for a worker to build its games."""
@@ -69,6 +76,9 @@ def _serve(connection: Connection, config_data: dict[str, Any], worker: int, gam
             elif request == "set_state":
                 rollout.set_state(*arguments)
                 connection.send(("state_set",))
+            elif request == "restart":
+                rollout.restart(*arguments)
+                connection.send(("restarted",))
             else:
                 return
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -163,13 +173,15 @@ class ProcessRolloutCollector:
             raise RolloutWorkerError(f"rollout worker {worker}: expected {expected}, got {kind}")
         return tuple(payload)
 
-    def collect_batch(self, parameters: Parameters) -> Batch:
-        """Sends the weights to every worker, lets each collect its share, and joins the shares in
-        worker order.
+    def collect_batch(self, policy: NumpyPolicy) -> Batch:
+        """Sends the policy's weights to every worker, lets each collect its share, and joins the
+        shares in worker order.
 
         Args:
-            parameters: the policy's Dense layers as numpy arrays (`DenseForward.parameters`).
+            policy: a Dense-only policy; its `parameters` go to the workers, which draw their own
+                actions (see `RolloutWorker.collect`).
         """
+        parameters = remote_parameters(policy)
         self._update += 1
         for worker, memory in enumerate(self._memories):
             self._send(worker, ("collect", parameters, self._update, None if memory is None else memory.name))
@@ -195,6 +207,13 @@ class ProcessRolloutCollector:
         return join_worker_states(
             [self._answer(worker, "state")[0] for worker in range(len(self._connections))]
         )
+
+    def restart(self, games_seed: int) -> None:
+        """Every worker drops its games and starts new ones (`RolloutWorker.restart`)."""
+        for worker in range(len(self._connections)):
+            self._send(worker, ("restart", games_seed))
+        for worker in range(len(self._connections)):
+            self._answer(worker, "restarted")
 
     def set_state(self, state: GameState) -> None:
         """Continues every worker's games from a `get_state` (the trainer checks first that the

@@ -9,16 +9,18 @@ Unfinished stretches stay in the buffer and join a later batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+import os
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from pgkeras.inference import blas_on_one_thread
+from pgkeras.config import config_from_dict
+from pgkeras.envs import GameState, make_env
+from pgkeras.inference import NumpyPolicy, Parameters, blas_on_one_thread
 from pgkeras.returns import discounted_returns
 
 if TYPE_CHECKING:
-    from pgkeras.envs import GameState, StepResult
+    from pgkeras.envs import StepResult
 
 INITIAL_CAPACITY = 1024
 
@@ -43,6 +45,33 @@ class Batch(NamedTuple):
     in the order of the samples. With `episodes_per_update` the segments are whole episodes."""
     num_env_steps: int
     """Agent steps taken (summed over games) while collecting, including unfinished segments."""
+
+
+class Collector(Protocol):
+    """What the trainer asks of a collector, whichever plays the games: `RolloutCollector` (this
+    process), `pgkeras.processes.ProcessRolloutCollector` (worker processes) or
+    `pgkeras.distributed.RayRolloutCollector` (Ray actors)."""
+
+    def collect_batch(self, policy: NumpyPolicy) -> Batch:
+        """Plays with `policy` until a batch is complete, and returns it. Workers play with
+        `policy.parameters` (a Dense-only policy); this process calls `policy.sample`."""
+        ...
+
+    def restart(self, games_seed: int) -> None:
+        """Drops the games, their held samples and unfinished episodes, and starts new games."""
+        ...
+
+    def get_state(self) -> GameState | None:
+        """Everything needed to continue the games exactly (None if it cannot be had)."""
+        ...
+
+    def set_state(self, state: GameState) -> None:
+        """Continues the games from a `get_state` of a collector with the same settings."""
+        ...
+
+    def close(self) -> None:
+        """Stops the games and any workers."""
+        ...
 
 
 def derive_seed(*keys: int) -> int:
@@ -158,20 +187,37 @@ class RolloutCollector:
         self._sent_actions = [None] * len(self._groups)
         self._next_group = 0
 
-    def collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
+    def collect_batch(self, policy: NumpyPolicy) -> Batch:
         """Steps all games until a batch is complete, and returns it.
 
         Args:
-            choose_actions: maps observations `(N, D)` to actions `(N,)` with one batched
-                forward pass (e.g. `ActionSampler.sample`).
+            policy: its `sample` maps observations `(N, D)` to actions `(N,)` with one batched
+                forward pass (`pgkeras.policies.ActionSampler`, `pgkeras.inference.NumpyPolicy`).
 
         Returns:
             The `Batch`; its samples are removed from the buffer.
         """
         with blas_on_one_thread():
-            return self._collect_batch(choose_actions)
+            return self._collect_batch(policy.sample)
 
-    def _collect_batch(self, choose_actions: Callable[[np.ndarray], np.ndarray]) -> Batch:
+    def restart(self, games_seed: int) -> None:
+        """Drops the games' steps in flight, held samples and unfinished episodes, and starts new
+        games seeded with `games_seed`: the collector is then as a new one made with that seed."""
+        for group, sent in enumerate(self._sent_actions):
+            if sent is not None:
+                self.env.recv(group)
+        self._length[:] = 0
+        self._complete[:] = 0
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._finished_returns, self._finished_lengths = [], []
+        self._start_games(games_seed)
+
+    def close(self) -> None:
+        """Closes the games."""
+        self.env.close()
+
+    def _collect_batch(self, choose_actions) -> Batch:
         num_env_steps = 0
         groups = self._groups
         # Every group has a step in flight between calls, except one that finished the last batch:
@@ -221,7 +267,7 @@ class RolloutCollector:
         if segment_end.any():
             self._complete[games[segment_end]] = columns[segment_end] + 1
 
-    def get_state(self) -> GameState:
+    def get_state(self) -> GameState | None:
         """Everything needed to go on exactly from here: the games' state (`env.get_state`), each
         game's held samples (its unfinished point), current observations, actions in flight and
         episode score so far, and the episodes finished since the last batch. Read-only: a run
@@ -229,8 +275,11 @@ class RolloutCollector:
 
         Returns:
             Named numpy arrays; int8 observations are stored as their non-zero entries (a frame
-            difference has a few dozen).
+            difference has a few dozen). None if the env cannot save its games.
         """
+        games = self.env.get_state()
+        if games is None:  # games that cannot be saved (a ready gymnasium VectorEnv)
+            return None
         lengths = self._length
 
         def held(array: np.ndarray) -> np.ndarray:
@@ -242,7 +291,7 @@ class RolloutCollector:
         for group, actions in enumerate(self._sent_actions):
             if actions is not None:
                 sent[self._groups[group]] = actions
-        state = {f"env.{key}": value for key, value in self.env.get_state().items()}
+        state = {f"env.{key}": value for key, value in games.items()}
         state.update(pack_observations(held(self._observations)))
         state.update(
             lengths=lengths.copy(),
@@ -380,3 +429,110 @@ class RolloutCollector:
     def num_buffered(self) -> int:
         """Steps held that belong to no batch yet (unfinished segments and unused finished ones)."""
         return int(self._length.sum())
+
+
+def remote_parameters(policy: NumpyPolicy) -> Parameters:
+    """The weights a worker plays `policy` with; ValueError for a policy that numpy cannot run."""
+    if policy.parameters is None:
+        raise ValueError(
+            "rollout workers play Dense-only policies (model.kind mlp) in numpy; "
+            "use rollout.backend local for this model"
+        )
+    return policy.parameters
+
+
+class RolloutWorkerError(RuntimeError):
+    """The rollout workers could not start, or kept dying. The message is one line."""
+
+
+def join_worker_states(states: list[GameState]) -> GameState:
+    """The workers' game states as one set of arrays, keys prefixed with the worker (`w0.`, ...)."""
+    return {f"w{worker}.{key}": value for worker, state in enumerate(states) for key, value in state.items()}
+
+
+def split_worker_states(state: GameState, num_workers: int) -> list[GameState]:
+    """The per-worker states that `join_worker_states` joined.
+
+    Raises:
+        ValueError: `state` was saved by another number of workers.
+    """
+    saved = {key.split(".", 1)[0] for key in state}
+    if saved != {f"w{worker}" for worker in range(num_workers)}:
+        raise ValueError(f"the saved games do not fit: {len(saved)} workers saved for {num_workers}")
+    parts: list[GameState] = [{} for _ in range(num_workers)]
+    for key, value in state.items():
+        worker, name = key.split(".", 1)
+        parts[int(worker[1:])][name] = value
+    return parts
+
+
+def share(total: int | None, num_workers: int, worker: int) -> int | None:
+    """Worker `worker`'s part of `total` samples or episodes per batch; the parts add up to `total`.
+
+    Example:
+        >>> [share(5000, 3, w) for w in range(3)]
+        [1667, 1667, 1666]
+    """
+    if total is None:
+        return None
+    return total // num_workers + (worker < total % num_workers)
+
+
+class RolloutWorker:
+    """One worker of `rollout.backend: processes` (a process) or `ray` (an actor): its own games
+    and collector, and the policy in numpy.
+
+    Args:
+        config_data: the run's config as plain data (`config_to_dict`).
+        worker: this worker's index, 0 to `rollout.num_workers - 1`.
+        games_seed: seeds the games, with the worker's index (`derive_seed`).
+        serial: play Pong in this thread (`pgkeras.envs.PongSerialEnv`), as the workers of
+            `rollout.backend: processes` do; the games are the same either way.
+    """
+
+    def __init__(self, config_data: dict[str, Any], worker: int, games_seed: int, serial: bool = False):
+        import ale_py
+        import gymnasium
+
+        gymnasium.register_envs(ale_py)  # Atari ids must be known in this process too
+        config = config_from_dict(config_data, "the learner's config")
+        train = config.train
+        self.seed = config.seed
+        self.worker = worker
+        self.sigma = config.model.gaussian_sigma
+        self.env = make_env(config, serial=serial)
+        num_workers = config.rollout.num_workers
+        self.collector = RolloutCollector(
+            self.env,
+            gamma=train.gamma,
+            reset_on_reward=train.reset_on_reward,
+            episodes_per_update=share(train.episodes_per_update, num_workers, worker),
+            samples_per_update=share(train.samples_per_update, num_workers, worker),
+            seed=derive_seed(games_seed, worker),
+        )
+
+    def pid(self) -> int:
+        """The worker's process id (it changes when Ray restarts the worker)."""
+        return os.getpid()
+
+    def collect(self, parameters: Parameters, update: int) -> tuple[Batch, int]:
+        """Plays until this worker's share of batch `update` is complete.
+
+        Returns:
+            The batch and this worker's process id.
+        """
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, update, self.worker]))
+        batch = self.collector.collect_batch(NumpyPolicy(parameters, rng, self.sigma))
+        return batch, os.getpid()
+
+    def restart(self, games_seed: int) -> None:
+        """Starts new games, seeded from (`games_seed`, this worker's index), as a new worker would."""
+        self.collector.restart(derive_seed(games_seed, self.worker))
+
+    def get_state(self) -> GameState:
+        """This worker's games and held samples (`RolloutCollector.get_state`)."""
+        return self.collector.get_state()
+
+    def set_state(self, state: GameState) -> None:
+        """Continues this worker's games from a `get_state` (`RolloutCollector.set_state`)."""
+        self.collector.set_state(state)

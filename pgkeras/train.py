@@ -6,43 +6,45 @@ Data flows one way: config -> env + policy -> rollout -> returns -> update_polic
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import gymnasium as gym
 import keras
 import numpy as np
 import yaml
 
-from pgkeras.checkpoints import (
-    TrainingState,
-    copy_file_atomically,
-    list_checkpoints,
-    load_latest_checkpoint,
-    save_checkpoint,
-    save_model_atomically,
+from pgkeras.callbacks import (
+    CallbackList,
+    Checkpointer,
+    Evaluation,
+    LQRGainReport,
+    MetricsWriter,
+    Progress,
+    RunCounters,
+    StopAtRunningReward,
 )
-from pgkeras.config import Config, ConfigError, check_resume_changes, config_from_dict, save_config
+from pgkeras.checkpoints import TrainingState, list_checkpoints, load_latest_checkpoint
+from pgkeras.config import (
+    Config,
+    ConfigError,
+    check_resume_changes,
+    config_from_dict,
+    load_config,
+    save_config,
+)
 from pgkeras.distributed import RayRolloutCollector, check_ray_address
-from pgkeras.envs import LQRVectorEnv, is_pong, make_env
+from pgkeras.envs import LQRVectorEnv, make_env
+from pgkeras.evaluation import make_eval_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
-from pgkeras.play import evaluate
-from pgkeras.plots import plot_runs
-from pgkeras.policies import build_policy, gaussian_sample_weights, make_sampler
+from pgkeras.policies import ActionSampler, build_policy, gaussian_sample_weights, make_sampler
 from pgkeras.processes import ProcessRolloutCollector
 from pgkeras.returns import compute_advantages
-from pgkeras.rollout import Batch, RolloutCollector, derive_seed
-
-# Karpathy's running reward: running = 0.99 * running + 0.01 * episode_reward.
-RUNNING_REWARD_DECAY = 0.99
-CURVE_REFRESH_SECONDS = 60.0
-"""Least wall time between two drawings of curve.png at periodic checkpoints (the last checkpoint
-always draws it)."""
+from pgkeras.rollout import Collector, RolloutCollector, derive_seed
 
 
 class TrainResult(NamedTuple):
@@ -54,6 +56,9 @@ class TrainResult(NamedTuple):
     episodes: int
     running_reward: float | None
     interrupted: bool
+    """Ctrl-C or SIGTERM ended it (with a checkpoint)."""
+    model: keras.Model | None = None
+    """The policy as the run left it."""
 
 
 def update_policy(
@@ -179,228 +184,256 @@ def pad_to_few_sizes(
 
 
 def train(
-    config: Config,
-    run_dir: Path,
+    config: Config | str | Path,
+    run_dir: str | Path | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    env: Callable[[], gym.Env] | gym.vector.VectorEnv | None = None,
     resume: bool = False,
     progress: ProgressLine | None = None,
-    on_update: Callable[[MetricsRow, keras.Model], bool | None] | None = None,
 ) -> TrainResult:
-    """Trains a policy with the cross-entropy trick until `train.max_steps` or a stop request.
+    """Trains a policy with the cross-entropy trick until `train.max_steps`, a stop request or a
+    callback's `model.stop_training`.
 
     Writes into `run_dir`: `config.yaml`, `metrics.csv`, `tensorboard/`, `model.keras`,
-    `best.keras`, `curve.png` and `checkpoints/`. Ctrl-C or SIGTERM stop the run at the next update boundary
-    with a checkpoint; a second Ctrl-C stops at once (resume then loses the updates since the
-    last checkpoint).
+    `best.keras`, `curve.png` and `checkpoints/`. Ctrl-C or SIGTERM stop the run at the next update
+    boundary with a checkpoint; a second Ctrl-C stops at once (resume then loses the updates since
+    the last checkpoint).
 
     Args:
-        config: validated settings.
-        run_dir: the run folder; created if missing.
+        config: validated settings (`load_config`), or a recipe name or YAML path to load.
+        run_dir: the run folder; created if missing. None: `runs/<game>-<time>`.
+        callbacks: `keras.callbacks.Callback`s; each update is an epoch to them (see
+            `pgkeras.callbacks`), and `model.stop_training = True` ends the run with a checkpoint.
+        env: your own game instead of `env.id`: a callable that returns a new `gymnasium.Env` (the
+            trainer makes `env.num_envs` copies), or a ready `gymnasium.vector.VectorEnv` with
+            `autoreset_mode=SAME_STEP`; discrete or one continuous action. Needs
+            `rollout.backend: local`; a resume needs it again.
         resume: continue from the newest checkpoint in `run_dir`.
         progress: where the progress line goes; None for stdout.
-        on_update: called after each update with its metrics row and the model (to record weights,
-            say); it must not change the model. If it returns True, training stops there, with a
-            checkpoint, as if `train.max_steps` had been reached.
 
     Returns:
-        A `TrainResult` with the final counters.
+        A `TrainResult` with the final counters and the model.
+
+    Raises:
+        ConfigError: a setting that cannot work (one line); nothing is written.
+        FloatingPointError: the loss or the weights stopped being finite, and no callback asked to
+            stop; the checkpoints hold the last good weights.
+
+    Example:
+        >>> result = pgkeras.train("cartpole", "runs/cartpole",
+        ...                        callbacks=[keras.callbacks.CSVLogger("log.csv")])  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    config = config if isinstance(config, Config) else load_config(config)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     if resume:
         saved_path = run_dir / "config.yaml"
         saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
         check_resume_changes(saved, config, str(saved_path))
+    elif (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir}: already holds a run; resume it or choose another run folder")
     # Everything that can fail on the config's account fails here, before anything is written.
+    if env is not None and config.rollout.backend != "local":
+        raise ConfigError(
+            "rollout.backend: your own env plays in this process, expected local, "
+            f"got {config.rollout.backend}"
+        )
     if config.rollout.backend == "ray":
         check_ray_address(config.ray.address)
     progress = progress or ProgressLine(every=config.train.log_every)
-    train_config = config.train
     workers_play = config.rollout.backend != "local"
     # When workers play, this process needs the game only for its shapes (and the LQR's gain).
-    env = _setup(make_env, config, num_envs=1 if workers_play else None)
-    games = None
+    game = _setup(make_env, config, num_envs=1 if workers_play else None, custom=env)
+    try:
+        model, counters, games, checkpointed = _start_or_resume(config, run_dir, resume, game, progress)
+    except BaseException:
+        game.close()
+        raise
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")  # on resume with any allowed change, e.g. max_steps
+    progress.note(f"run folder: {run_dir}")
+    optimal_theta = game.optimal_theta(config.train.gamma) if isinstance(game, LQRVectorEnv) else None
+    if workers_play:
+        game.close()
+    collector = _games(config, game, counters, games, checkpointed, progress)
+    logger = MetricsLogger(
+        run_dir,
+        keep_through_update=counters.update if resume else None,
+        keep_through_step=counters.env_steps if resume else None,
+    )
+    eval_env = make_eval_env(config, env) if config.eval.every_updates else None
+    first, last = _duties(config, logger, eval_env, optimal_theta, progress)
+    checkpointer = Checkpointer(
+        run_dir, counters, collector, games_layout(config), config.train.checkpoint_every,
+        evaluate=eval_env is not None, final_checkpoint=not checkpointed,
+    )  # fmt: skip
+    callback_list = CallbackList([*first, *(callbacks or []), *last, checkpointer], model)
+    sampler = make_sampler(model, config.model, counters.rng)
+    try:
+        with StopRequests() as stop:
+            interrupted = _loop(config, run_dir, model, sampler, collector, counters, callback_list, stop)
+    finally:  # also on errors and a second Ctrl-C, after which the last checkpoint stands
+        progress.finish()
+        logger.close()
+        collector.close()
+        if eval_env is not None:
+            eval_env.close()
+    return TrainResult(
+        run_dir, counters.update, counters.env_steps, counters.episodes, counters.running_reward,
+        interrupted, model,
+    )  # fmt: skip
+
+
+def _loop(
+    config: Config,
+    run_dir: Path,
+    model: keras.Model,
+    sampler: ActionSampler,
+    collector: Collector,
+    counters: RunCounters,
+    callbacks: CallbackList,
+    stop: StopRequests,
+) -> bool:
+    """Collect, update, report, until the end; returns whether a stop request ended it."""
+    train_config = config.train
+    model.stop_training = False
+    callbacks.on_train_begin()
+    logs: dict = {}
+    interrupted = False
+    while train_config.max_steps is None or counters.env_steps < train_config.max_steps:
+        if stop.requested:
+            interrupted = True
+            break
+        epoch = counters.update
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_train_batch_begin(0)
+        started = time.perf_counter()
+        batch = collector.collect_batch(sampler)
+        advantages = compute_advantages(batch.returns, train_config.advantage, batch.segment_ids)
+        loss = update_policy(
+            model, batch.observations, batch.actions, advantages, train_config.minibatch_size,
+            config.model.gaussian_sigma,
+        )  # fmt: skip
+        sampler.refresh()
+        callbacks.on_train_batch_end(0, {"loss": loss})
+        if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
+            if model.stop_training:  # a callback (TerminateOnNaN) ends the run; no checkpoint of it
+                break
+            # model.keras and the checkpoints still hold the last good weights.
+            lower = train_config.learning_rate / 10
+            raise FloatingPointError(
+                f"update {epoch + 1}: the loss or the weights are no longer finite (loss {loss}); "
+                f"resume from the last checkpoint with a lower learning rate: "
+                f"--resume {run_dir} --set train.learning_rate={lower:g}"
+            )
+        counters.count(batch)
+        logs = MetricsRow(
+            update=counters.update,
+            env_steps=counters.env_steps,
+            episodes=counters.episodes,
+            episode_reward_mean=float(batch.episode_returns.mean())
+            if len(batch.episode_returns)
+            else math.nan,
+            running_reward=math.nan if counters.running_reward is None else counters.running_reward,
+            loss=loss,
+            batch_size=len(batch.actions),
+            steps_per_second=batch.num_env_steps / (time.perf_counter() - started),
+            wall_time=time.perf_counter() - counters.wall_start,
+        )._asdict()
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return interrupted
+
+
+def default_run_dir(config: Config) -> Path:
+    """`runs/<game>-<date>-<time>`, e.g. `runs/pong-20261201-101500`."""
+    game = config.env.id.split("/")[-1].split("-v")[0].lower()
+    return Path("runs") / f"{game}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _start_or_resume(
+    config: Config, run_dir: Path, resume: bool, game, progress: ProgressLine
+) -> tuple[keras.Model, RunCounters, dict | None, bool]:
+    """The model, the counters and the saved games (if any) of the newest checkpoint, or a new model;
+    and whether a checkpoint was found."""
     checkpointed = resume and bool(list_checkpoints(run_dir))
     if resume and not checkpointed:
         # Stopped (killed) before its first checkpoint: nothing to continue, so start it over.
         progress.note(f"{run_dir} has no checkpoint yet: starting the run from update 0")
     if checkpointed:
         model, state, games = load_latest_checkpoint(run_dir)
-        model.optimizer.learning_rate.assign(train_config.learning_rate)  # it may have been lowered
+        model.optimizer.learning_rate.assign(config.train.learning_rate)  # it may have been lowered
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
     else:
         keras.utils.set_random_seed(config.seed)
-        model = _setup(build_policy, config.model, train_config, env.observation_shape, env.num_actions)
+        model = _setup(build_policy, config.model, config.train, game.observation_shape, game.num_actions)
         rng = np.random.default_rng(config.seed)
-        state = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")  # on resume with any allowed change, e.g. max_steps
-    progress.note(f"run folder: {run_dir}")
-    # A resume continues the checkpoint's games (below); these seeds start games only where the
-    # checkpoint has none that fit.
-    games_seed = derive_seed(config.seed, state.update)
-    sampler = make_sampler(model, config.model, rng)
-    if workers_play:
-        if config.rollout.backend == "ray":
-            collector = RayRolloutCollector(config, games_seed, state.update, note=progress.note)
-        else:
-            collector = ProcessRolloutCollector(config, games_seed, state.update)
+        state, games = TrainingState(0, 0, 0, None, None, 0.0, rng.bit_generator.state), None
+    counters = RunCounters(
+        state.update, state.env_steps, state.episodes, state.running_reward, state.best_score,
+        time.perf_counter() - state.wall_time, rng,
+    )  # fmt: skip
+    return model, counters, games, checkpointed
 
-        def collect_batch() -> Batch:
-            return collector.collect_batch(sampler.forward.parameters)
 
-    else:
-        collector = RolloutCollector(
-            env,
-            gamma=train_config.gamma,
-            reset_on_reward=train_config.reset_on_reward,
-            episodes_per_update=train_config.episodes_per_update,
-            samples_per_update=train_config.samples_per_update,
-            seed=games_seed,
-        )
-
-        def collect_batch() -> Batch:
-            return collector.collect_batch(sampler.sample)
-
-    layout = games_layout(config)
-    if games is not None and str(games.pop("layout", "")) == layout:
-        collector.set_state(games)
-    elif resume and state.update > 0:
-        progress.note(
-            f"the games start anew: the checkpoint of update {state.update} holds "
-            + ("no games" if games is None else "games of another layout")
-        )
-    gain_report = _lqr_gain_report(env, model, train_config.gamma)
-    if gain_report is not None:
-        optimal = _format_vector(env.optimal_theta(train_config.gamma))
-        progress.note(f"optimal theta (minus the Riccati gain): {optimal}")
-    sigma = config.model.gaussian_sigma
-    logger = MetricsLogger(
-        run_dir,
-        keep_through_update=state.update if resume else None,
-        keep_through_step=state.env_steps if resume else None,
+def _games(
+    config: Config,
+    game,
+    counters: RunCounters,
+    games: dict | None,
+    checkpointed: bool,
+    progress: ProgressLine,
+) -> Collector:
+    """The collector, continuing the checkpoint's games where they fit, else with new games seeded
+    from the run's seed and update."""
+    collector = _make_collector(
+        config, game, derive_seed(config.seed, counters.update), counters.update, progress
     )
+    if games is not None and str(games.pop("layout", "")) == games_layout(config):
+        collector.set_state(games)
+    elif checkpointed:
+        reason = "no games" if games is None else "games of another layout"
+        progress.note(f"the games start anew: the checkpoint of update {counters.update} holds {reason}")
+    return collector
 
-    update, env_steps, episodes = state.update, state.env_steps, state.episodes
-    running_reward, best = state.running_reward, state.best_score
-    evaluation = config.eval
-    eval_env = _make_eval_env(config) if evaluation.every_updates else None
-    wall_start = time.perf_counter() - state.wall_time
-    interrupted = False
-    curve_drawn_at = -math.inf
 
-    def checkpoint(final: bool = False) -> None:
-        nonlocal best, curve_drawn_at
-        state = TrainingState(
-            update, env_steps, episodes, running_reward, best,
-            time.perf_counter() - wall_start, rng.bit_generator.state,
-        )  # fmt: skip
-        games = collector.get_state()
-        if games is not None:
-            games["layout"] = np.array(layout)
-        saved = save_checkpoint(run_dir, model, state, games) / "model.keras"
-        if eval_env is None:
-            keep_if_best(running_reward, saved)
-        elif not (run_dir / "best.keras").exists():
-            copy_file_atomically(saved, run_dir / "best.keras")
-        # Drawing costs 0.3-0.6 s of CPU the games would otherwise use: at most once a minute.
-        if final or time.perf_counter() - curve_drawn_at >= CURVE_REFRESH_SECONDS:
-            plot_runs([run_dir], run_dir / "curve.png")
-            curve_drawn_at = time.perf_counter()
+def _duties(
+    config: Config,
+    logger: MetricsLogger,
+    eval_env,
+    optimal_theta: np.ndarray | None,
+    progress: ProgressLine,
+) -> tuple[list[keras.callbacks.Callback], list[keras.callbacks.Callback]]:
+    """The trainer's callbacks before the user's (evaluation, which adds `eval_reward_mean` to the
+    logs; the stop level) and after them (metrics, progress line, the LQR's gain), before the
+    checkpoint, which comes last."""
+    first: list[keras.callbacks.Callback] = [Evaluation(config, eval_env)] if eval_env is not None else []
+    if config.train.stop_at_running_reward is not None:
+        first.append(StopAtRunningReward(config.train.stop_at_running_reward))
+    gain = LQRGainReport(optimal_theta, progress.note) if optimal_theta is not None else None
+    last = [MetricsWriter(logger), Progress(progress, config.train.max_steps, gain.detail if gain else None)]
+    return first, last + ([gain] if gain else [])
 
-    def keep_if_best(score: float | None, saved: Path | None = None) -> None:
-        """Keeps the model as best.keras if `score` beats the best; `saved`: a file of the model
-        as it is now, copied instead of saving again."""
-        nonlocal best
-        improved = score is not None and (best is None or score > best)
-        # Until an episode has finished there is no score: the first checkpoint stands in as best.
-        if improved or not (run_dir / "best.keras").exists():
-            best = score if improved else best
-            if saved is None:
-                save_model_atomically(model, run_dir / "best.keras")
-            else:
-                copy_file_atomically(saved, run_dir / "best.keras")
 
-    try:
-        with _stop_requests() as stop_requested:
-            while train_config.max_steps is None or env_steps < train_config.max_steps:
-                if stop_requested():
-                    interrupted = True
-                    break
-                started = time.perf_counter()
-                batch = collect_batch()
-                advantages = compute_advantages(batch.returns, train_config.advantage, batch.segment_ids)
-                loss = update_policy(
-                    model, batch.observations, batch.actions, advantages, train_config.minibatch_size, sigma
-                )
-                sampler.refresh()
-                if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
-                    # model.keras and the checkpoints still hold the last good weights.
-                    lower = train_config.learning_rate / 10
-                    raise FloatingPointError(
-                        f"update {update + 1}: the loss or the weights are no longer finite (loss {loss}); "
-                        f"resume from the last checkpoint with a lower learning rate: "
-                        f"--resume {run_dir} --set train.learning_rate={lower:g}"
-                    )
-                update += 1
-                env_steps += batch.num_env_steps
-                episodes += len(batch.episode_returns)
-                for episode_return in batch.episode_returns.tolist():
-                    running_reward = (
-                        episode_return
-                        if running_reward is None
-                        else RUNNING_REWARD_DECAY * running_reward
-                        + (1 - RUNNING_REWARD_DECAY) * episode_return
-                    )
-                elapsed = time.perf_counter() - started
-                eval_reward_mean = math.nan
-                if eval_env is not None and update % evaluation.every_updates == 0:
-                    # Its own generator, derived from the update, leaves the training stream untouched.
-                    eval_rng = np.random.default_rng([config.seed, update, 1])
-                    eval_seed = int(eval_rng.integers(2**31))
-                    eval_reward_mean = float(
-                        evaluate(
-                            model,
-                            eval_env,
-                            eval_rng,
-                            greedy=evaluation.greedy,
-                            seed=eval_seed,
-                            sampler=make_sampler(model, config.model, eval_rng),
-                        ).mean()  # fmt: skip
-                    )
-                    keep_if_best(eval_reward_mean)
-                row = MetricsRow(
-                    update=update,
-                    env_steps=env_steps,
-                    episodes=episodes,
-                    episode_reward_mean=float(batch.episode_returns.mean())
-                    if len(batch.episode_returns)
-                    else math.nan,
-                    running_reward=math.nan if running_reward is None else running_reward,
-                    loss=loss,
-                    batch_size=len(batch.actions),
-                    steps_per_second=batch.num_env_steps / elapsed,
-                    wall_time=time.perf_counter() - wall_start,
-                    eval_reward_mean=eval_reward_mean,
-                )
-                logger.log(row)
-                progress.show(row, train_config.max_steps, gain_report() if gain_report else "")
-                if on_update is not None and on_update(row, model):
-                    break
-                if update % train_config.checkpoint_every == 0:
-                    checkpoint()
-            if update > state.update or not resume:
-                checkpoint(final=True)
-        if gain_report is not None:
-            progress.note(gain_report())
-    finally:  # also on errors and a second Ctrl-C, after which the last checkpoint stands
-        progress.finish()
-        logger.close()
-        if workers_play:
-            collector.close()
-        env.close()
-        if eval_env is not None:
-            eval_env.close()
-    return TrainResult(run_dir, update, env_steps, episodes, running_reward, interrupted)
+def _make_collector(
+    config: Config, game, games_seed: int, first_update: int, progress: ProgressLine
+) -> Collector:
+    """The collector of `rollout.backend`: this process plays `game`, or workers play their own."""
+    if config.rollout.backend == "ray":
+        return RayRolloutCollector(config, games_seed, first_update, note=progress.note)
+    if config.rollout.backend == "processes":
+        return ProcessRolloutCollector(config, games_seed, first_update)
+    train_config = config.train
+    return RolloutCollector(
+        game,
+        gamma=train_config.gamma,
+        reset_on_reward=train_config.reset_on_reward,
+        episodes_per_update=train_config.episodes_per_update,
+        samples_per_update=train_config.samples_per_update,
+        seed=games_seed,
+    )
 
 
 def _setup(build: Callable, *args, **kwargs):
@@ -412,20 +445,6 @@ def _setup(build: Callable, *args, **kwargs):
         raise ConfigError(" ".join(str(error).split())) from None
 
 
-def _make_eval_env(config: Config):
-    """The evaluation games: `eval.episodes` of them, with `eval.sticky_action_prob`. Greedy play of
-    Pong without sticky actions repeats one identical game, so then one game is played."""
-    evaluation = config.eval
-    sticky = (
-        config.env.sticky_action_prob
-        if evaluation.sticky_action_prob is None
-        else evaluation.sticky_action_prob
-    )
-    eval_config = dataclasses.replace(config, env=dataclasses.replace(config.env, sticky_action_prob=sticky))
-    deterministic = evaluation.greedy and is_pong(config.env.id) and sticky == 0
-    return make_env(eval_config, num_envs=1 if deterministic else evaluation.episodes)
-
-
 def games_layout(config: Config) -> str:
     """Which games a checkpoint's saved games belong to; a resume continues them only into the
     same layout (another backend or number of games starts new games)."""
@@ -435,42 +454,29 @@ def games_layout(config: Config) -> str:
     return f"{rollout.backend}: {rollout.num_workers} workers x {env.num_envs} games of {env.id}"
 
 
-def _lqr_gain_report(env, model: keras.Model, gamma: float) -> Callable[[], str] | None:
-    """For the LQR: a function describing the learned theta beside the Riccati optimum; else None."""
-    if not isinstance(env, LQRVectorEnv):
-        return None
-    optimal = env.optimal_theta(gamma)
+class StopRequests:
+    """While entered, the first Ctrl-C or SIGTERM only sets `requested`, which the loop honours at the
+    next update; a second Ctrl-C raises KeyboardInterrupt as usual. Outside the main thread, signals
+    stay as they are."""
 
-    def report() -> str:
-        theta = model.get_layer("theta").get_weights()[0][:, 0]
-        off = np.linalg.norm(theta - optimal) / np.linalg.norm(optimal)
-        return f"theta {_format_vector(theta)} vs optimal {_format_vector(optimal)} ({off:.1%} off)"
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
 
-    return report
-
-
-def _format_vector(values: np.ndarray) -> str:
-    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
-
-
-@contextmanager
-def _stop_requests() -> Iterator[Callable[[], bool]]:
-    """While active, the first Ctrl-C or SIGTERM only sets a flag the loop honours at the next update;
-    a second Ctrl-C raises KeyboardInterrupt as usual."""
-    requested = False
-
-    def handler(signum, frame):
-        nonlocal requested
-        if requested and signum == signal.SIGINT:
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        requested = True
+        self.requested = True
 
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals stay as they are
-        previous = {}
-    try:
-        yield lambda: requested
-    finally:
-        for sig, old in previous.items():
+    def __enter__(self) -> StopRequests:
+        try:
+            self._previous = {
+                sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        except ValueError:  # not the main thread
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, old in self._previous.items():
             signal.signal(sig, old)

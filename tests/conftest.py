@@ -38,13 +38,36 @@ def timing_free(rows):
     return [{k: v for k, v in row.items() if k not in ("steps_per_second", "wall_time")} for row in rows]
 
 
+class StopAt(keras.callbacks.Callback):
+    """Ends a run after update `update` (`model.stop_training`, as Keras's EarlyStopping does)."""
+
+    def __init__(self, update):
+        super().__init__()
+        self.update = update
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["update"] >= self.update:
+            self.model.stop_training = True
+
+
+class Record(keras.callbacks.Callback):
+    """Calls `function(logs, model)` after every update."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.function(logs, self.model)
+
+
 def fresh_policy_parameters(config):
-    """The numpy parameters (`DenseForward.parameters`) of a freshly initialised policy for
+    """The numpy parameters (`pgkeras.policies.dense_parameters`) of a freshly initialised policy for
     `config`, as a learner sends them to rollout workers."""
     from pgkeras.envs import make_env
-    from pgkeras.policies import DenseForward, build_policy
+    from pgkeras.policies import build_policy, dense_parameters
 
     env = make_env(config, num_envs=1)
     model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
     env.close()
-    return DenseForward(model).parameters
+    return dense_parameters(model)

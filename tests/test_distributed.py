@@ -1,6 +1,7 @@
 """`rollout.backend: ray` on a local Ray instance: the same artefacts and batches as the local
 backend, repeatable collection, and training that survives a killed worker."""
 
+import importlib
 import io
 import logging
 import os
@@ -9,7 +10,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, fresh_policy_parameters, timing_free
+from conftest import CONFIGS, Record, StopAt, fresh_policy_parameters, timing_free
 
 from pgkeras.config import load_config
 from pgkeras.envs import make_env
@@ -22,8 +23,10 @@ from pgkeras.train import train
 ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[ray]"')
 
 from pgkeras import distributed  # noqa: E402
-from pgkeras import train as train_module  # noqa: E402
-from pgkeras.distributed import RayRolloutCollector, RolloutWorkerError  # noqa: E402
+from pgkeras.distributed import RayRolloutCollector  # noqa: E402
+from pgkeras.rollout import RolloutWorkerError  # noqa: E402
+
+train_module = importlib.import_module("pgkeras.train")  # the module, not the function pgkeras.train
 
 SMALL_PONG = ["train.samples_per_update=1000", "train.checkpoint_every=2", "model.hidden_units=[16]"]
 
@@ -43,7 +46,7 @@ def pong_config(*overrides: str):
 def ray_batch(config, parameters, games_seed=7):
     collector = RayRolloutCollector(config, games_seed=games_seed, first_update=0, note=lambda line: None)
     try:
-        return collector.collect_batch(parameters)
+        return collector.collect_batch(NumpyPolicy(parameters, None))
     finally:
         collector.close()
 
@@ -57,7 +60,7 @@ def test_ray_batches_have_the_structure_and_statistics_of_local_ones():
     local_config = pong_config("rollout.backend=local", "env.num_envs=8")
     env = make_env(local_config)
     collector = RolloutCollector(env, 0.99, reset_on_reward=True, samples_per_update=1000, seed=7)
-    local = collector.collect_batch(NumpyPolicy(parameters, np.random.default_rng(0)).sample)
+    local = collector.collect_batch(NumpyPolicy(parameters, np.random.default_rng(0)))
     env.close()
 
     for batch in (local, remote):
@@ -142,8 +145,8 @@ def test_training_goes_on_when_a_worker_is_killed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "RayRolloutCollector", Recorded)
 
-    def kill_worker_after_update_2(row, model):
-        if row.update == 2:
+    def kill_worker_after_update_2(logs, model):
+        if logs["update"] == 2:
             os.kill(collectors[0].worker_pids()[0], signal.SIGKILL)
 
     log = io.StringIO()
@@ -151,7 +154,10 @@ def test_training_goes_on_when_a_worker_is_killed(tmp_path, monkeypatch):
         "env.num_envs=2", "rollout.backend=ray", "rollout.num_workers=2", "train.max_steps=8000"
     )
     result = train(
-        config, tmp_path / "run", progress=ProgressLine(stream=log), on_update=kill_worker_after_update_2
+        config,
+        tmp_path / "run",
+        progress=ProgressLine(stream=log),
+        callbacks=[Record(kill_worker_after_update_2)],
     )
 
     assert result.env_steps >= 8000 and not result.interrupted
@@ -169,12 +175,9 @@ def test_a_resumed_ray_run_continues_its_games_exactly(tmp_path):
         "env.num_envs=2", "rollout.backend=ray", "rollout.num_workers=2", "train.max_steps=null"
     )
 
-    def stop_at(update):
-        return lambda row, model: row.update >= update
-
-    train(config, tmp_path / "first", on_update=stop_at(5))
-    train(config, tmp_path / "resumed", on_update=stop_at(3))
-    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(5))
+    train(config, tmp_path / "first", callbacks=[StopAt(5)])
+    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
+    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(5)])
 
     first, resumed = (
         timing_free(read_metrics(tmp_path / run / "metrics.csv")) for run in ("first", "resumed")
@@ -192,7 +195,7 @@ def test_a_worker_that_raises_stops_collection_with_one_line():
         with pytest.raises(
             RolloutWorkerError, match=r"^update 1: rollout worker 0 failed: \w+Error: "
         ) as error:
-            collector.collect_batch(broken)
+            collector.collect_batch(NumpyPolicy(broken, None))
     finally:
         collector.close()
     assert "\n" not in str(error.value)
@@ -204,7 +207,7 @@ def test_a_worker_that_does_not_answer_in_time_stops_collection_with_one_line():
     collector = RayRolloutCollector(config, games_seed=0, first_update=0, note=lambda line: None)
     try:
         with pytest.raises(RolloutWorkerError) as error:
-            collector.collect_batch(fresh_policy_parameters(config))
+            collector.collect_batch(NumpyPolicy(fresh_policy_parameters(config), None))
     finally:
         collector.close()
     assert str(error.value) == (

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["pgkeras.checks", "pgkeras.config", "pgkeras.envs", "pgkeras.gradients", "pgkeras.policies",
+MODULES = ["pgkeras.checks", "pgkeras.config", "pgkeras.envs", "pgkeras.gradients", "pgkeras.inference",
+           "pgkeras.policies",
            "pgkeras.preprocess", "pgkeras.returns"]  # fmt: skip
 
 

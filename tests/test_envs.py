@@ -4,7 +4,7 @@ its Riccati gain, dynamics by formula, optimality by comparison."""
 import numpy as np
 import pytest
 
-from pgkeras.config import LQRConfig, load_config
+from pgkeras.config import Config, LQRConfig, load_config
 from pgkeras.envs import PONG_ACTIONS, LQRVectorEnv, PongVectorEnv, make_env, riccati_gain
 
 
@@ -147,3 +147,63 @@ def test_unknown_make_kwargs_give_a_clear_error():
     config = load_config(None, ["env.id=CartPole-v1", "env.kwargs={slippery: false}"])
     with pytest.raises(ValueError, match="env.id: cannot make 'CartPole-v1'"):
         make_env(config)
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "ALE/SpaceInvaders-v5"])
+def test_any_atari_game_plays_the_same_in_workers_and_in_the_vector_env(env_id):
+    """Other ALE games than Pong take the same fast path: int8 differences of 80x80 0/1 frames,
+    the game's minimal action set, and bare-ALE worker games equal to ale-py's vector env."""
+    config = Config()
+    config.env.id, config.env.num_envs, config.env.num_groups = env_id, 3, 1
+    vector, serial = make_env(config), make_env(config, serial=True)
+    try:
+        assert vector.action_names == serial.action_names and vector.action_names[:2] == ("NOOP", "FIRE")
+        assert vector.observation_shape == (80, 80) and vector.observation_dtype == np.int8
+        np.testing.assert_array_equal(vector.reset(), serial.reset())
+        rng = np.random.default_rng(0)
+        moving, rewards = 0, 0.0
+        for _ in range(400):
+            actions = rng.integers(0, vector.num_actions, size=3).astype(np.int32)
+            expected, got = vector.step(actions), serial.step(actions)
+            for name, a, b in zip(expected._fields, expected, got, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+            moving += int(np.count_nonzero(expected.observations))
+            rewards += float(expected.rewards.sum())
+            assert set(np.unique(expected.observations)) <= {-1, 0, 1}
+    finally:
+        vector.close()
+        serial.close()
+    assert moving > 400 and rewards > 0  # objects moved and points were scored
+
+
+def test_atari_frames_keep_small_objects_and_drop_the_background():
+    from pgkeras.preprocess import atari_frames, background_gray
+
+    screen = np.full((1, 210, 160), 7, np.uint8)  # a grey background
+    screen[0, 208:210, 158:160] = 200  # a 2x2 ball in the bottom-right corner
+    assert background_gray(screen[0]) == 7
+    frame = atari_frames(screen, 7).reshape(80, 80)
+    assert frame.sum() == 1 and frame[79, 79] == 1
+
+
+def test_an_unknown_atari_game_is_named_with_a_suggestion():
+    config = Config()
+    config.env.id = "ALE/Brekout-v5"
+    with pytest.raises(ValueError, match=r"env.id: cannot make 'ALE/Brekout-v5': .*Breakout"):
+        make_env(config)
+
+
+def test_recorded_atari_games_show_the_policy_what_training_showed():
+    """Play records colour screens; the policy must still see the grayscale frames of training."""
+    from pgkeras.envs import AtariVectorEnv
+
+    gray, colour = AtariVectorEnv(2, game="breakout"), AtariVectorEnv(2, game="breakout", rgb=True)
+    try:
+        np.testing.assert_array_equal(gray.reset(), colour.reset())
+        rng = np.random.default_rng(0)
+        for _ in range(200):
+            actions = rng.integers(0, gray.num_actions, size=2).astype(np.int32)
+            np.testing.assert_array_equal(gray.step(actions).observations, colour.step(actions).observations)
+    finally:
+        gray.close()
+        colour.close()

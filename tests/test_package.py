@@ -83,3 +83,49 @@ def test_plot_and_help_do_not_import_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def imported_pgkeras_modules(path: Path) -> set[str]:
+    """The pgkeras modules a module imports anywhere in its code (also inside functions)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pgkeras"):
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("pgkeras"))
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith("pgkeras.")
+        ):
+            names.add(node.value)  # importlib.import_module("pgkeras.play") and the lazy exports
+    return names
+
+
+def test_modules_import_downwards_only():
+    modules = {f"pgkeras.{path.stem}": path for path in (REPO / "pgkeras").glob("*.py")}
+    modules.pop("pgkeras.__init__")
+    graph = {
+        name: {other for other in imported_pgkeras_modules(path) if other in modules and other != name}
+        for name, path in modules.items()
+    }
+    done, active = set(), []
+
+    def visit(name):
+        if name in active:
+            cycle = active[active.index(name) :] + [name]
+            raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+        if name not in done:
+            active.append(name)
+            for other in sorted(graph[name]):
+                visit(other)
+            active.pop()
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+    assert "pgkeras.distributed" not in graph["pgkeras.processes"]  # the worker lives in rollout
+    assert "pgkeras.play" not in graph["pgkeras.train"]  # evaluation is not in the play module

@@ -75,10 +75,10 @@ def test_play_takes_sticky_actions_as_an_option(tiny_run):
 
 
 def test_greedy_evaluation_of_deterministic_pong_plays_one_game():
-    from pgkeras.train import _make_eval_env
+    from pgkeras.evaluation import make_eval_env
 
     def games(*overrides):
-        env = _make_eval_env(load_config(CONFIGS / "pong.yaml", ["eval.episodes=6", *overrides]))
+        env = make_eval_env(load_config(CONFIGS / "pong.yaml", ["eval.episodes=6", *overrides]))
         env.close()
         return env.num_envs, env.sticky_action_prob
 
@@ -148,3 +148,17 @@ def test_evaluation_during_training_logs_and_keeps_best(tmp_path):
     assert len(evaluated) == len(rows) // 2
     assert all(-21 <= value <= 21 for value in evaluated)
     assert (tmp_path / "run" / "best.keras").is_file()
+
+
+def test_any_atari_game_trains_plays_and_records(tmp_path):
+    settings = ["rollout.backend=local", "env.num_envs=2", "env.max_episode_steps=150",
+                "train.samples_per_update=300", "train.max_steps=600", "model.hidden_units=[16]"]  # fmt: skip
+    train(load_config("breakout", settings), tmp_path / "run")
+    gif = tmp_path / "breakout.gif"
+    result = run("-m", "pgkeras", "play", tmp_path / "run", "--episodes", 2, "--max-steps", 200, "--gif", gif)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("episode 1: score ") and "2 episodes: mean reward" in lines[-2]
+    assert "win rate" not in result.stdout  # Pong's only
+    frames = iio.imread(gif)
+    assert frames.shape[1:3] == (210, 160) and len(frames) > 100

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.policies import ActionSampler, build_policy, make_sampler, sample_categorical
+from pgkeras.inference import sample_categorical
+from pgkeras.policies import ActionSampler, build_policy, make_sampler
 from pgkeras.train import update_policy
 
 
@@ -86,7 +87,7 @@ def test_numpy_forward_matches_the_keras_model_and_follows_updates(kind):
     model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
     observations = rng.integers(-1, 2, size=(8, 50)).astype(np.int8)
     sampler = make_sampler(model, ModelConfig(kind=kind), rng)
-    assert sampler.forward is not None  # the fast path is taken
+    assert sampler.in_numpy  # the fast path is taken
     keras_outputs = model.predict_on_batch(observations.astype(np.float32))
     np.testing.assert_allclose(sampler.outputs(observations), keras_outputs, rtol=1e-5, atol=1e-6)
 
@@ -100,4 +101,4 @@ def test_conv_and_tabular_policies_use_keras_inference():
     conv = build_policy(ModelConfig(kind="conv"), TrainConfig(), (80, 80), 2)
     tabular = build_policy(ModelConfig(kind="tabular_softmax"), TrainConfig(), (16,), 4)
     for model in (conv, tabular):
-        assert ActionSampler(model, np.random.default_rng(0)).forward is None
+        assert not ActionSampler(model, np.random.default_rng(0)).in_numpy

@@ -11,10 +11,10 @@ import pytest
 from conftest import CONFIGS, fresh_policy_parameters
 
 from pgkeras.config import config_to_dict, load_config
-from pgkeras.distributed import RolloutWorker, RolloutWorkerError
 from pgkeras.envs import PongSerialEnv, PongVectorEnv
+from pgkeras.inference import NumpyPolicy
 from pgkeras.processes import ProcessRolloutCollector
-from pgkeras.rollout import concatenate_batches
+from pgkeras.rollout import RolloutWorker, RolloutWorkerError, concatenate_batches
 
 SMALL_PONG = ["train.samples_per_update=1000", "model.hidden_units=[16]", "rollout.backend=processes",
               "rollout.num_workers=2", "env.num_envs=2"]  # fmt: skip
@@ -72,7 +72,7 @@ def test_process_batches_are_the_in_process_workers_batches():
                 collector.close()
                 collector = ProcessRolloutCollector(config, games_seed=11, first_update=1)
                 collector.set_state(games)
-            got = collector.collect_batch(parameters)
+            got = collector.collect_batch(NumpyPolicy(parameters, None))
             parts = [worker.collect(parameters, update)[0] for worker in expected_workers]
             expected = concatenate_batches(parts)
             for name in got._fields:
@@ -91,12 +91,14 @@ def test_a_dead_worker_stops_collection_with_one_line_and_leaves_nothing_behind(
     collector = ProcessRolloutCollector(config, games_seed=0, first_update=0)
     processes = list(collector._processes)
     try:
-        collector.collect_batch(parameters)  # the trainer now holds a shared block per worker
+        collector.collect_batch(
+            NumpyPolicy(parameters, None)
+        )  # the trainer now holds a shared block per worker
         assert len(shared_memory_blocks() - before) == 2
         os.kill(collector.worker_pids()[1], signal.SIGKILL)
         death = r"^update 2: rollout worker 1 \(process \d+\) died \(killed by SIGKILL\)"
         with pytest.raises(RolloutWorkerError, match=death) as error:
-            collector.collect_batch(parameters)
+            collector.collect_batch(NumpyPolicy(parameters, None))
         assert "\n" not in str(error.value) and "resume" in str(error.value)
     finally:
         collector.close()
@@ -117,6 +119,6 @@ def test_a_worker_that_does_not_answer_in_time_stops_collection_with_one_line():
     try:
         timeout = r"^update 1: rollout worker 0 \(process \d+\) did not answer within 1 s \(rollout\.worker_"
         with pytest.raises(RolloutWorkerError, match=timeout):
-            collector.collect_batch(fresh_policy_parameters(config))
+            collector.collect_batch(NumpyPolicy(fresh_policy_parameters(config), None))
     finally:
         collector.close()

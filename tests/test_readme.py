@@ -60,3 +60,15 @@ def test_a_readme_example_prints_what_the_readme_shows(workspace, command, expec
     assert output and matches(expected, output[0]), (expected, result.stdout, result.stderr)
     if expected.startswith("error:"):
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [output[0]]
+
+
+def test_the_python_api_example_runs_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(
+        r"\d+ updates, running reward \d+, 10 games \d+", result.stdout.strip().splitlines()[-1]
+    )
+    assert (tmp_path / "log.csv").is_file() and (tmp_path / "runs" / "cartpole-api" / "best.keras").is_file()

@@ -1,5 +1,8 @@
 """The collector on a scripted game whose every return is known."""
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -29,6 +32,12 @@ def make_scripted(num_envs=3, **env_kwargs):
     return env
 
 
+class Choosing(NamedTuple):
+    """A policy for the collector whose actions a test function chooses."""
+
+    sample: Callable[[np.ndarray], np.ndarray]
+
+
 def alternate(observations):
     return (np.arange(len(observations)) % 2).astype(np.int32)
 
@@ -40,7 +49,7 @@ def test_scripted_env_passes_gymnasium_checks():
 def test_batches_of_whole_episodes():
     env = make_scripted(num_envs=3)
     collector = RolloutCollector(env, gamma=0.5, reset_on_reward=True, episodes_per_update=4, seed=0)
-    batch = collector.collect_batch(alternate)
+    batch = collector.collect_batch(Choosing(alternate))
     # 3 games finish together every 5 steps: 4 episodes need 2 rounds, so 6 whole episodes.
     assert len(batch.episode_returns) == 6
     assert len(batch.actions) == 6 * 5
@@ -56,13 +65,13 @@ def test_batches_of_whole_episodes():
 def test_batches_of_finished_points_keep_unfinished_ones_for_later():
     env = make_scripted(num_envs=2)
     collector = RolloutCollector(env, gamma=0.9, reset_on_reward=True, samples_per_update=5, seed=0)
-    first = collector.collect_batch(alternate)
+    first = collector.collect_batch(Choosing(alternate))
     # Points end at step 2 (+1) and step 4 (-1) of each episode. After 3 steps each game has a
     # finished point of 3 samples: 6 samples >= 5, so the batch is ready with nothing pending.
     assert len(first.actions) == 6 and first.num_env_steps == 6
     np.testing.assert_allclose(first.returns, [0.81, 0.9, 1.0] * 2, rtol=1e-6)
     assert collector.num_buffered == 0
-    second = collector.collect_batch(alternate)
+    second = collector.collect_batch(Choosing(alternate))
     # Next points: steps 3-4 of each game (2 + 2 = 4 < 5), then steps 0-2 of the next episode.
     assert len(second.actions) == 10 and second.num_env_steps == 10
     np.testing.assert_array_equal(second.observations[:5, 0], [3, 4, 0, 1, 2])
@@ -73,14 +82,14 @@ def test_batches_of_finished_points_keep_unfinished_ones_for_later():
 def test_returns_never_cross_episodes_without_point_resets():
     env = make_scripted(num_envs=1)
     collector = RolloutCollector(env, gamma=1.0, reset_on_reward=False, episodes_per_update=2, seed=0)
-    batch = collector.collect_batch(alternate)
+    batch = collector.collect_batch(Choosing(alternate))
     np.testing.assert_allclose(batch.returns, [0, 0, 0, -1, -1] * 2)
 
 
 def test_buffers_grow_for_long_episodes():
     env = make_scripted(num_envs=2, episode_length=2500, reward_steps={2499: 1.0})
     collector = RolloutCollector(env, gamma=1.0, reset_on_reward=True, samples_per_update=100, seed=0)
-    batch = collector.collect_batch(alternate)
+    batch = collector.collect_batch(Choosing(alternate))
     assert len(batch.actions) == 5000
     np.testing.assert_array_equal(batch.observations[:2500, 0], np.arange(2500))
     np.testing.assert_allclose(batch.returns, 1.0)
@@ -112,7 +121,7 @@ def test_games_are_played_with_numpy_blas_on_one_thread_and_the_limit_is_restore
     )
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
-        collector.collect_batch(choose)
+        collector.collect_batch(Choosing(choose))
         assert blas_threads() == before
     assert seen and all(threads == [1] * len(before) for threads in seen)
 
@@ -139,6 +148,8 @@ def batches_equal(a, b):
         ("ALE/Pong-v5", 2, {"serial": False}),  # ale-py's vector env: replayed, with a step in flight
         ("ALE/Pong-v5", 1, {"serial": True}),  # bare ALE games: emulator states
         ("ALE/Pong-v5", 1, {"serial": True, "sticky": 0.25}),
+        ("ALE/Breakout-v5", 2, {"serial": False}),  # any ALE game, both ways
+        ("ALE/Breakout-v5", 1, {"serial": True}),
         ("CartPole-v1", 1, {}),  # gymnasium: replayed from the episode's seed or random state
         ("LQR", 1, {}),  # numpy: states and random generator
     ],
@@ -157,14 +168,15 @@ def test_a_saved_collector_goes_on_exactly_as_the_original(env_id, num_groups, o
 
     original = collector(seed=3)
     for update in range(3):
-        original.collect_batch(random_choices(update))
+        original.collect_batch(Choosing(random_choices(update)))
     saved = original.get_state()
     assert original.num_buffered > 0  # unfinished points are held
     copy = collector(seed=99)  # other games, replaced by the saved ones
     copy.set_state(saved)
     for update in range(3, 6):
         batches_equal(
-            original.collect_batch(random_choices(update)), copy.collect_batch(random_choices(update))
+            original.collect_batch(Choosing(random_choices(update))),
+            copy.collect_batch(Choosing(random_choices(update))),
         )
     original.env.close()
     copy.env.close()

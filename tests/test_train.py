@@ -7,12 +7,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import CONFIGS, timing_free
+from conftest import CONFIGS, Record, StopAt, timing_free
 
 from pgkeras.config import ConfigError, load_config
 from pgkeras.envs import make_env
+from pgkeras.evaluation import play_one_episode_each
 from pgkeras.metrics import COLUMNS, read_metrics
-from pgkeras.play import evaluate
+from pgkeras.policies import ActionSampler
 from pgkeras.train import train
 
 TINY_PONG = ["env.num_envs=4", "train.samples_per_update=1000", "train.checkpoint_every=2",
@@ -73,7 +74,8 @@ def test_frozenlake_tabular_policy_reaches_the_goal_every_time(tmp_path):
 
     # The lake is not slippery, so greedy play is deterministic: every game must reach the goal (return 1).
     env = make_env(config, num_envs=8)
-    returns = evaluate(model, env, np.random.default_rng(0), greedy=True, seed=123, max_steps=100)
+    sampler = ActionSampler(model, np.random.default_rng(0))
+    returns = play_one_episode_each(sampler, env, greedy=True, seed=123, max_steps=100)
     env.close()
     assert returns.tolist() == [1.0] * 8
 
@@ -82,7 +84,11 @@ def test_frozenlake_tabular_policy_reaches_the_goal_every_time(tmp_path):
 def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
     config = load_config(CONFIGS / "lqr_linear_gaussian.yaml")
     thetas = []
-    train(config, tmp_path / "lqr", on_update=lambda row, model: thetas.append(model.get_weights()[0][:, 0]))
+    train(
+        config,
+        tmp_path / "lqr",
+        callbacks=[Record(lambda logs, model: thetas.append(model.get_weights()[0][:, 0]))],
+    )
     model = keras.models.load_model(tmp_path / "lqr" / "model.keras")
     assert [v.path for v in model.trainable_variables] == ["theta/kernel"]
 
@@ -92,10 +98,6 @@ def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
     np.testing.assert_array_equal(thetas[-1], theta)
     # It started at zero, 100% off.
     assert np.linalg.norm(thetas[0] - optimal) > 0.5 * np.linalg.norm(optimal)
-
-
-def stop_at(update):
-    return lambda row, model: row.update >= update
 
 
 @pytest.mark.slow
@@ -108,15 +110,15 @@ def test_checkpoints_change_nothing_and_every_resume_is_exact(tmp_path, backend)
     games = "env.num_envs=2" if backend == "processes" else "env.num_envs=4"
     overrides = [*TINY_PONG, games, "train.max_steps=null", f"rollout.backend={backend}"]
     config = load_config(CONFIGS / "pong.yaml", [*overrides, "train.checkpoint_every=1000"])
-    train(config, tmp_path / "first", on_update=stop_at(8))
+    train(config, tmp_path / "first", callbacks=[StopAt(8)])
     first = read_metrics(tmp_path / "first" / "metrics.csv")
     assert len(first) == 8 and first[-1]["episodes"] >= 2  # games ran across checkpoints to their end
     every_update = load_config(CONFIGS / "pong.yaml", [*overrides, "train.checkpoint_every=1"])
-    train(every_update, tmp_path / "second", on_update=stop_at(8))
+    train(every_update, tmp_path / "second", callbacks=[StopAt(8)])
     assert timing_free(read_metrics(tmp_path / "second" / "metrics.csv")) == timing_free(first)
 
-    train(config, tmp_path / "resumed", on_update=stop_at(3))
-    train(config, tmp_path / "resumed", resume=True, on_update=stop_at(8))
+    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
+    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(8)])
     assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
     uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
     for run in ("second", "resumed"):
@@ -146,11 +148,11 @@ def test_resume_refuses_a_changed_model(tmp_path):
 def test_a_full_disk_at_save_time_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     import errno
 
-    import pgkeras.train
+    import pgkeras.callbacks
     from pgkeras.checkpoints import list_checkpoints, verify_checkpoint
     from pgkeras.cli import train_main
 
-    real_save = pgkeras.train.save_checkpoint
+    real_save = pgkeras.callbacks.save_checkpoint
     saves = []
 
     def save_until_the_disk_fills(run_dir, model, state, games=None):
@@ -159,7 +161,7 @@ def test_a_full_disk_at_save_time_is_one_line_and_keeps_the_last_checkpoint(tmp_
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(run_dir, model, state, games)
 
-    monkeypatch.setattr(pgkeras.train, "save_checkpoint", save_until_the_disk_fills)
+    monkeypatch.setattr(pgkeras.callbacks, "save_checkpoint", save_until_the_disk_fills)
     run_dir = tmp_path / "run"
     code = train_main(["--config", str(CONFIGS / "cartpole.yaml"), "--set", "train.checkpoint_every=1",
                        "--set", "train.max_steps=2000", "--run-dir", str(run_dir)])  # fmt: skip
