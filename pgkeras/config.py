@@ -86,6 +86,9 @@ class EnvConfig:
     actions: Literal["updown", "all"] = "updown"
     """Pong's actions: UP and DOWN (Karpathy), or all six of its minimal set (NOOP, FIRE, UP, DOWN,
     UPFIRE, DOWNFIRE; the blog's part 2)."""
+    frames: Literal["difference", "frame_and_difference"] = "difference"
+    """What an Atari policy sees: the difference of the last two 0/1 frames (Karpathy; what is
+    still is invisible), or the last frame and that difference (2 x 6400 values)."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -149,6 +152,10 @@ class TrainConfig:
     """Restart the discounted sum at every non-zero reward. Pong-specific: each point is its own
     game. null (the default) means true for Pong and false for every other game, where a reset at
     every reward would make each return the immediate reward; the saved config holds the value."""
+    reset_on_life_loss: bool = False
+    """Atari: also restart the discounted sum where the game loses a life, so that the actions that
+    lost it get no credit from the next life's rewards (the returns of baselines' EpisodicLifeEnv;
+    episodes and their rewards count as usual). With `samples_per_update`, each life is a segment."""
     advantage: Literal["standardize", "standardize_per_episode", "center", "none"] = "standardize"
     """Advantages from returns over the batch: subtract the mean and divide by the standard
     deviation, the same within each episode (pg-pong.py; needs `episodes_per_update`), subtract the
@@ -541,6 +548,8 @@ def validate(config: Config, source: str = "config") -> None:
         fail("model.hidden_units", model.hidden_units, "at least one layer width, e.g. [200]")
     if not 0.0 <= model.dropout < 1.0:
         fail("model.dropout", model.dropout, "a fraction in [0, 1), e.g. 0.1")
+    if env.frames != "difference" and not (env.id in PONG_IDS or env.id.startswith("ALE/")):
+        fail("env.frames", env.frames, "difference for games other than Atari ones (ALE/...)")
     if env.actions != "updown" and env.id not in PONG_IDS:
         fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):

@@ -115,6 +115,25 @@ class FramesOf:
         return atari_frames(screens, colour if screens.ndim == 4 else gray)
 
 
+class Observe:
+    """0/1 frames -> what the policy sees (`env.frames`): their differences, or the frame and the
+    difference side by side."""
+
+    def __init__(self, frames: str = "difference"):
+        self.stacked = frames == "frame_and_difference"
+        self.shape = (2, FRAME_HEIGHT, FRAME_WIDTH) if self.stacked else (FRAME_HEIGHT, FRAME_WIDTH)
+        self.size = int(np.prod(self.shape))
+
+    def __call__(
+        self, frames: np.ndarray, difference: FrameDifference, new_episode: np.ndarray
+    ) -> np.ndarray:
+        """int8 observations for uint8 0/1 frames `(N, 6400)`, advancing `difference`."""
+        changes = difference(frames, new_episode)
+        if not self.stacked:
+            return changes
+        return np.concatenate([frames.view(np.int8), changes], axis=1)
+
+
 STICKY_PRIMING_ACTS = 100
 """Frames acted to set a restored game's sticky action: it stays unset with probability p^100
 (1e-60 at ALE v5's p = 0.25)."""
@@ -132,6 +151,8 @@ class StepResult(NamedTuple):
     """bool `(N,)`: the episode ended by the game's rules."""
     truncated: np.ndarray
     """bool `(N,)`: the episode was cut by a step limit."""
+    lives_lost: np.ndarray | None = None
+    """bool `(N,)`: the game lost a life in this step and goes on (Atari); None for games without lives."""
 
 
 GameState = dict[str, np.ndarray]
@@ -204,6 +225,8 @@ class AtariVectorEnv:
         num_groups: groups of games stepped in turn; must divide `num_envs`.
         actions: Pong's action set, `updown` or `all`.
         game: the ALE ROM, e.g. "pong" or "breakout" (`ale_game`).
+        frames: `difference`, or `frame_and_difference`: observations `(N, 12800)`, the last 0/1
+            frame and then the difference (`observation_shape` (2, 80, 80)).
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -222,12 +245,15 @@ class AtariVectorEnv:
         num_groups: int = 1,
         actions: str = "updown",
         game: str = "pong",
+        frames: str = "difference",
     ):
         from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
         self.frames = FramesOf(game)
+        self.observe = Observe(frames)
+        self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
 
         if num_groups < 1 or num_envs % num_groups:
@@ -265,6 +291,7 @@ class AtariVectorEnv:
         self._histories = np.zeros((num_envs, -(-max_frames // frame_skip) + 1), np.int8)
         self._history_lengths = np.zeros(num_envs, np.int64)
         self._in_flight: list[np.ndarray | None] = [None] * num_groups
+        self._lives = np.zeros(num_envs, np.int64)
         self.rgb = rgb
         self.sticky_action_prob = sticky_action_prob
         self.last_screens: np.ndarray | None = None
@@ -282,13 +309,14 @@ class AtariVectorEnv:
             seed = None
         screens = []
         for rows, vector_env in zip(self.groups, self.vector_envs, strict=True):
-            group_screens, _ = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
+            group_screens, info = vector_env.reset(seed=None if seed is None else seed + int(rows[0]))
             screens.append(group_screens[:, 0])
+            self._lives[rows] = info["lives"]
         self.last_screens = np.concatenate(screens)
         self._history_lengths[:] = 0
         return np.concatenate(
             [
-                difference(self.frames(self.last_screens[rows]), np.ones(len(rows), dtype=bool))
+                self.observe(self.frames(self.last_screens[rows]), difference, np.ones(len(rows), dtype=bool))
                 for rows, difference in zip(self.groups, self.differences, strict=True)
             ]
         )
@@ -302,16 +330,18 @@ class AtariVectorEnv:
         """Waits for the step of `group` and returns its rows, in the group's game order."""
         # A vector env that steps all its games at once (batch_size == num_envs) writes game i's
         # result into row i, so rows need no reordering (tests/test_envs.py checks the order).
-        screens, rewards, terminated, truncated, _ = self.vector_envs[group].recv()
+        screens, rewards, terminated, truncated, info = self.vector_envs[group].recv()
         if self.rgb:
             self.last_screens[self.groups[group]] = screens[:, 0]
         done = terminated | truncated
-        observations = self.differences[group](self.frames(screens[:, 0]), done)
+        observations = self.observe(self.frames(screens[:, 0]), self.differences[group], done)
         rows = self.groups[group]
+        lives_lost = (info["lives"] < self._lives[rows]) & ~done
+        self._lives[rows] = info["lives"]
         self._histories[rows, self._history_lengths[rows]] = self._in_flight[group]
         self._history_lengths[rows] = np.where(done, 0, self._history_lengths[rows] + 1)
         self._in_flight[group] = None
-        return StepResult(observations, rewards.astype(np.float32), terminated, truncated)
+        return StepResult(observations, rewards.astype(np.float32), terminated, truncated, lives_lost)
 
     def get_state(self) -> GameState:
         """The actions of each game's current episode and its last frame (steps in flight are not
@@ -346,13 +376,15 @@ class AtariVectorEnv:
             schedule = np.zeros((len(rows), num_steps), np.int32)
             for j, (game, start) in enumerate(zip(rows.tolist(), starts.tolist(), strict=True)):
                 schedule[j, start:] = self._histories[game, : num_steps - start]
-            vector_env.reset(seed=None)
+            lives = vector_env.reset(seed=None)[1]["lives"].copy()
             for step in range(num_steps + 1):
                 starting = starts == step
                 if step > 0 and starting.any():
-                    vector_env.reset(options={"reset_mask": starting})
+                    reset_lives = vector_env.reset(options={"reset_mask": starting})[1]["lives"]
+                    lives[starting] = reset_lives[starting]
                 if step < num_steps:
-                    vector_env.step(self.action_map[schedule[:, step]])
+                    lives[:] = vector_env.step(self.action_map[schedule[:, step]])[4]["lives"]
+            self._lives[rows] = lives
         self._history_lengths[:] = counts
         self._in_flight = [None] * len(self.groups)
         previous = state["previous_frames"]
@@ -399,6 +431,7 @@ class AtariSerialEnv(LockstepGroups):
         max_episode_steps: int | None = None,
         actions: str = "updown",
         game: str = "pong",
+        frames: str = "difference",
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
@@ -406,6 +439,8 @@ class AtariSerialEnv(LockstepGroups):
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
         self.frames = FramesOf(game)
+        self.observe = Observe(frames)
+        self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
         self.num_envs = num_envs
@@ -416,6 +451,7 @@ class AtariSerialEnv(LockstepGroups):
         self.games = [self._load(ALEInterface(), seed=None) for _ in range(num_envs)]
         self._actions = [self.games[0].getMinimalActionSet()[a] for a in action_map]
         self._frames = np.zeros(num_envs, np.int64)  # emulator frames of each game's episode
+        self._lives = np.zeros(num_envs, np.int64)
         self._last_actions = [self._actions[0]] * num_envs  # what a sticky action repeats
         self._screens = np.zeros((num_envs, SCREEN_HEIGHT, SCREEN_WIDTH), np.uint8)
         self._difference = FrameDifference(num_envs)
@@ -435,8 +471,9 @@ class AtariSerialEnv(LockstepGroups):
                 self._load(game, seed + i)
             game.reset_game()
             game.getScreenGrayscale(self._screens[i])
+            self._lives[i] = game.lives()
         self._frames[:] = 0
-        return self._difference(self.frames(self._screens), np.ones(self.num_envs, dtype=bool))
+        return self.observe(self.frames(self._screens), self._difference, np.ones(self.num_envs, dtype=bool))
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Plays one agent step in every game; a game that ends starts its next episode at once.
@@ -444,7 +481,8 @@ class AtariSerialEnv(LockstepGroups):
         rewards = np.zeros(self.num_envs, np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        frames, max_frames, screens = self._frames, self.max_frames, self._screens
+        lives_lost = np.zeros(self.num_envs, dtype=bool)
+        frames, max_frames, screens, lives = self._frames, self.max_frames, self._screens, self._lives
         for i, (game, action) in enumerate(zip(self.games, actions.tolist(), strict=True)):
             action = self._actions[action]
             self._last_actions[i] = action
@@ -460,8 +498,11 @@ class AtariSerialEnv(LockstepGroups):
                     break
             rewards[i] = reward
             game.getScreenGrayscale(screens[i])
-        observations = self._difference(self.frames(screens), terminated | truncated)
-        return StepResult(observations, rewards, terminated, truncated)
+            now = game.lives()
+            lives_lost[i] = now < lives[i] and not (terminated[i] or truncated[i])
+            lives[i] = now
+        observations = self.observe(self.frames(screens), self._difference, terminated | truncated)
+        return StepResult(observations, rewards, terminated, truncated, lives_lost)
 
     def get_state(self) -> GameState:
         """Each game's emulator state (ALE's `cloneState`, its random generator included, about
@@ -490,6 +531,7 @@ class AtariSerialEnv(LockstepGroups):
                 for _ in range(STICKY_PRIMING_ACTS):
                     game.act(action)
             game.restoreState(ALEState(blob))
+        self._lives[:] = [game.lives() for game in self.games]
         self._frames[:] = state["frames"]
         self._difference.previous[:] = state["previous_frames"]
 
@@ -830,7 +872,7 @@ def make_env(
     if is_atari(env.id) and serial and not rgb:
         return AtariSerialEnv(
             num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
-            game=ale_game(env.id),
+            game=ale_game(env.id), frames=env.frames,
         )  # fmt: skip
     if is_atari(env.id):
         return AtariVectorEnv(
@@ -843,6 +885,7 @@ def make_env(
             num_groups=env.num_groups if num_envs % env.num_groups == 0 else 1,
             actions=env.actions,
             game=ale_game(env.id),
+            frames=env.frames,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

@@ -99,12 +99,16 @@ def build_policy(
     inputs = keras.Input(shape=(observation_size,), name="observation")
     x = inputs
     if model_config.kind == "conv":
-        if len(observation_shape) != 2:
+        if len(observation_shape) not in (2, 3):
             raise ValueError(
                 f"model.kind 'conv' needs image observations (H, W), got shape {observation_shape}; "
                 "use model.kind=mlp"
             )
-        x = keras.layers.Reshape((*observation_shape, 1), name="image")(x)
+        if len(observation_shape) == 2:
+            x = keras.layers.Reshape((*observation_shape, 1), name="image")(x)
+        else:  # (C, H, W) planes, e.g. frame and difference: channels last for Conv2D
+            x = keras.layers.Reshape(observation_shape, name="planes")(x)
+            x = keras.layers.Permute((2, 3, 1), name="image")(x)
         for i, (filters, kernel, stride) in enumerate(
             zip(
                 model_config.conv_filters,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from pgkeras.config import config_from_dict
+from pgkeras.config import TrainConfig, config_from_dict
 from pgkeras.envs import GameState, make_env
 from pgkeras.inference import NumpyPolicy, Parameters, blas_on_one_thread
 from pgkeras.returns import discounted_returns
@@ -133,6 +133,8 @@ class RolloutCollector:
             those whole episodes. Set this or `samples_per_update`.
         samples_per_update: a batch is ready once this many steps of finished segments are held.
         seed: seeds the games on the first reset.
+        reset_on_life_loss: returns also end where a game loses a life (Atari); with
+            `samples_per_update` each life is then a segment of its own.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class RolloutCollector:
         episodes_per_update: int | None = None,
         samples_per_update: int | None = None,
         seed: int | None = None,
+        reset_on_life_loss: bool = False,
     ):
         if (episodes_per_update is None) == (samples_per_update is None):
             raise ValueError("set exactly one of episodes_per_update and samples_per_update")
@@ -154,6 +157,7 @@ class RolloutCollector:
         # Batches of whole episodes need episode ends only; batches of samples can use each point
         # as soon as it is decided.
         self._segment_on_reward = reset_on_reward and samples_per_update is not None
+        self.reset_on_life_loss = reset_on_life_loss
         num_envs = env.num_envs
         self._games = np.arange(num_envs)
         self._observations = np.zeros(
@@ -172,6 +176,22 @@ class RolloutCollector:
         self._current: list[np.ndarray] = []  # each group's latest observations
         self._sent_actions: list[np.ndarray | None] = []
         self._start_games(seed)
+
+    @classmethod
+    def from_config(
+        cls, env, train: TrainConfig, seed: int, num_workers: int = 1, worker: int = 0
+    ) -> RolloutCollector:
+        """The collector the `train` section asks for; with workers, worker `worker`'s share of
+        each batch (`share`)."""
+        return cls(
+            env,
+            gamma=train.gamma,
+            reset_on_reward=train.reset_on_reward,
+            episodes_per_update=share(train.episodes_per_update, num_workers, worker),
+            samples_per_update=share(train.samples_per_update, num_workers, worker),
+            seed=seed,
+            reset_on_life_loss=train.reset_on_life_loss,
+        )
 
     @staticmethod
     def _as_slice(rows: np.ndarray) -> slice:
@@ -251,7 +271,9 @@ class RolloutCollector:
         self._actions[games, columns] = self._sent_actions[group]
         self._rewards[games, columns] = result.rewards
         done = result.terminated | result.truncated
-        self._episode_ends[games, columns] = done
+        # The buffer marks where returns end: episode ends, and lost lives if asked.
+        ends = done | result.lives_lost if self.reset_on_life_loss and result.lives_lost is not None else done
+        self._episode_ends[games, columns] = ends
         self._length[rows] += 1
         self._current[group] = result.observations
 
@@ -263,7 +285,9 @@ class RolloutCollector:
             self._finished_lengths.extend(self._episode_length[finished].tolist())
             self._episode_return[finished] = 0.0
             self._episode_length[finished] = 0
-        segment_end = done | (result.rewards != 0) if self._segment_on_reward else done
+        segment_end = ends | (result.rewards != 0) if self._segment_on_reward else ends
+        if self.episodes_per_update is not None:
+            segment_end = done  # batches of whole episodes
         if segment_end.any():
             self._complete[games[segment_end]] = columns[segment_end] + 1
 
@@ -496,19 +520,12 @@ class RolloutWorker:
 
         gymnasium.register_envs(ale_py)  # Atari ids must be known in this process too
         config = config_from_dict(config_data, "the learner's config")
-        train = config.train
         self.seed = config.seed
         self.worker = worker
         self.sigma = config.model.gaussian_sigma
         self.env = make_env(config, serial=serial)
-        num_workers = config.rollout.num_workers
-        self.collector = RolloutCollector(
-            self.env,
-            gamma=train.gamma,
-            reset_on_reward=train.reset_on_reward,
-            episodes_per_update=share(train.episodes_per_update, num_workers, worker),
-            samples_per_update=share(train.samples_per_update, num_workers, worker),
-            seed=derive_seed(games_seed, worker),
+        self.collector = RolloutCollector.from_config(
+            self.env, config.train, derive_seed(games_seed, worker), config.rollout.num_workers, worker
         )
 
     def pid(self) -> int:

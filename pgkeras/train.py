@@ -425,15 +425,7 @@ def _make_collector(
         return RayRolloutCollector(config, games_seed, first_update, note=progress.note)
     if config.rollout.backend == "processes":
         return ProcessRolloutCollector(config, games_seed, first_update)
-    train_config = config.train
-    return RolloutCollector(
-        game,
-        gamma=train_config.gamma,
-        reset_on_reward=train_config.reset_on_reward,
-        episodes_per_update=train_config.episodes_per_update,
-        samples_per_update=train_config.samples_per_update,
-        seed=games_seed,
-    )
+    return RolloutCollector.from_config(game, config.train, games_seed)
 
 
 def _setup(build: Callable, *args, **kwargs):

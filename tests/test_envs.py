@@ -161,7 +161,7 @@ def test_any_atari_game_plays_the_same_in_workers_and_in_the_vector_env(env_id):
         assert vector.observation_shape == (80, 80) and vector.observation_dtype == np.int8
         np.testing.assert_array_equal(vector.reset(), serial.reset())
         rng = np.random.default_rng(0)
-        moving, rewards = 0, 0.0
+        moving, rewards, lives_lost = 0, 0.0, 0
         for _ in range(400):
             actions = rng.integers(0, vector.num_actions, size=3).astype(np.int32)
             expected, got = vector.step(actions), serial.step(actions)
@@ -169,11 +169,12 @@ def test_any_atari_game_plays_the_same_in_workers_and_in_the_vector_env(env_id):
                 np.testing.assert_array_equal(a, b, err_msg=name)
             moving += int(np.count_nonzero(expected.observations))
             rewards += float(expected.rewards.sum())
+            lives_lost += int(expected.lives_lost.sum())
             assert set(np.unique(expected.observations)) <= {-1, 0, 1}
     finally:
         vector.close()
         serial.close()
-    assert moving > 400 and rewards > 0  # objects moved and points were scored
+    assert moving > 400 and rewards > 0 and lives_lost > 0  # objects moved, points were scored, lives lost
 
 
 def test_atari_frames_keep_small_objects_and_drop_the_background():
@@ -207,3 +208,25 @@ def test_recorded_atari_games_show_the_policy_what_training_showed():
     finally:
         gray.close()
         colour.close()
+
+
+def test_atari_frames_can_show_the_frame_beside_the_difference():
+    """`env.frames: frame_and_difference`: what stands still (Breakout's paddle) is seen too."""
+    config = load_config("breakout", ["env.frames=frame_and_difference", "env.num_envs=2"])
+    vector, serial = make_env(config), make_env(config, serial=True)
+    try:
+        assert vector.observation_shape == (2, 80, 80) and vector.observation_size == 12800
+        first = vector.reset()
+        np.testing.assert_array_equal(first, serial.reset())
+        frame, difference = first[:, :6400], first[:, 6400:]
+        assert set(np.unique(frame)) == {0, 1} and not difference.any()  # walls and bricks; no motion
+        for _ in range(50):
+            actions = np.array([1, 2], np.int32)  # FIRE, RIGHT
+            np.testing.assert_array_equal(
+                vector.step(actions).observations, serial.step(actions).observations
+            )
+    finally:
+        vector.close()
+        serial.close()
+    with pytest.raises(Exception, match="env.frames: got 'frame_and_difference', expected difference"):
+        load_config("cartpole", ["env.frames=frame_and_difference"])

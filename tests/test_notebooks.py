@@ -18,8 +18,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PGKERAS_NOTEBOOK_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     notebook = nbformat.read(path, as_version=4)
+    # The kernel starts in a folder of its own: the notebooks run from any working directory.
     NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {}) or "image/gif" in o.get("data", {})]

@@ -1,5 +1,6 @@
 """Policy networks from the config, and batched action sampling."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -102,3 +103,16 @@ def test_conv_and_tabular_policies_use_keras_inference():
     tabular = build_policy(ModelConfig(kind="tabular_softmax"), TrainConfig(), (16,), 4)
     for model in (conv, tabular):
         assert not ActionSampler(model, np.random.default_rng(0)).in_numpy
+
+
+def test_conv_policy_takes_planes_of_frames():
+    """A conv policy on `env.frames: frame_and_difference` sees the two 80x80 planes as channels."""
+    model = build_policy(ModelConfig(kind="conv"), TrainConfig(), (2, 80, 80), 4)
+    assert model.input_shape == (None, 12800) and model.output_shape == (None, 4)
+    assert model.get_layer("image").output.shape == (None, 80, 80, 2)
+    # The channels are the planes: the frame plane alone reaches channel 0 only.
+    frame_only = np.zeros((1, 12800), np.float32)
+    frame_only[0, :6400] = 1
+    image = keras.Model(model.input, model.get_layer("image").output)(frame_only)
+    np.testing.assert_array_equal(np.asarray(image)[0, :, :, 0], 1)
+    np.testing.assert_array_equal(np.asarray(image)[0, :, :, 1], 0)

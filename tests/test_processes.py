@@ -78,6 +78,14 @@ def test_process_batches_are_the_in_process_workers_batches():
             for name in got._fields:
                 np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
             assert len(got.actions) >= 1000 and got.observations.dtype == np.int8
+        # A restart gives every worker new games, as new workers seeded so would have.
+        collector.restart(11)
+        restarted = [RolloutWorker(config_to_dict(config), worker, games_seed=11) for worker in range(2)]
+        expected_workers += restarted
+        got = collector.collect_batch(NumpyPolicy(parameters, None))
+        expected = concatenate_batches([worker.collect(parameters, 3)[0] for worker in restarted])
+        for name in got._fields:
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     finally:
         collector.close()
         for worker in expected_workers:

@@ -180,3 +180,44 @@ def test_a_saved_collector_goes_on_exactly_as_the_original(env_id, num_groups, o
         )
     original.env.close()
     copy.env.close()
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_restarted_collector_plays_as_a_new_one(serial):
+    """`restart(seed)` drops the games, held samples and unfinished episodes: the next batch is the
+    first batch of a new collector with that seed."""
+    config = Config()
+    config.env.num_envs, config.env.num_groups = 4, 1 if serial else 2
+    settings = {"gamma": 0.99, "reset_on_reward": True, "samples_per_update": 300}
+    used = RolloutCollector(make_env(config, serial=serial), seed=3, **settings)
+    used.collect_batch(Choosing(random_choices(0)))
+    assert used.num_buffered > 0
+    used.restart(7)
+    new = RolloutCollector(make_env(config, serial=serial), seed=7, **settings)
+    batches_equal(
+        used.collect_batch(Choosing(random_choices(1))), new.collect_batch(Choosing(random_choices(1)))
+    )
+    used.close()
+    new.close()
+
+
+def test_returns_can_end_where_a_life_is_lost():
+    """`reset_on_life_loss`: each of Breakout's lives is a segment whose returns see only its own
+    rewards; without it, returns run to the episode's end."""
+    config = Config()
+    config.env.id, config.env.num_envs, config.env.num_groups = "ALE/Breakout-v5", 2, 1
+    segments = {}
+    for reset_on_life_loss in (False, True):
+        env = make_env(config, serial=True)
+        collector = RolloutCollector(env, gamma=1.0, reset_on_reward=False, samples_per_update=2000, seed=0,
+                                     reset_on_life_loss=reset_on_life_loss)  # fmt: skip
+        batch = collector.collect_batch(Choosing(random_choices(0)))
+        collector.close()
+        starts = np.flatnonzero(np.diff(batch.segment_ids, prepend=-1))
+        for start, stop in zip(starts, [*starts[1:], len(batch.returns)], strict=True):
+            assert batch.returns[start] == batch.rewards[start:stop].sum()
+            assert batch.returns[stop - 1] == batch.rewards[stop - 1]
+        segments[reset_on_life_loss] = len(starts)
+        whole_episodes = len(batch.episode_returns)
+        assert whole_episodes >= 1
+    assert segments[True] >= 4 * segments[False]  # five lives per episode
