@@ -177,6 +177,11 @@ def load_policy(path: Path, compile: bool = False) -> keras.Model:
 
     Raises:
         ModelFileError: missing file, not a Keras archive, or unsafe content; one line.
+
+    Example:
+        >>> policy = pgkeras.load_policy("runs/pong-20261201-101500/best.keras")  # doctest: +SKIP
+        >>> policy.input_shape, policy.output_shape  # doctest: +SKIP
+        ((None, 6400), (None, 2))
     """
     path = Path(path)
     if not path.is_file():

@@ -91,6 +91,12 @@ def update_policy(
 
     Returns:
         The loss `fit` reports. Not a measure of progress (see `pgkeras.metrics`).
+
+    Example:
+        >>> from pgkeras.config import ModelConfig, TrainConfig
+        >>> model = pgkeras.build_policy(ModelConfig(hidden_units=[8]), TrainConfig(), (4,), 2)
+        >>> loss = update_policy(model, np.ones((3, 4), np.float32), np.array([0, 1, 0]),
+        ...                      np.array([1.0, -1.0, 0.5], np.float32))  # the likelier, the better
     """
     if sigma is None and model.output_shape[-1] == 1:
         # A sigmoid policy outputs P(action 0): its label is 1 for action 0 (Karpathy's "fake label").

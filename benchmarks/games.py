@@ -1,0 +1,53 @@
+"""Running reward against agent steps and minutes for the runs of several games, one row of panels
+per game, so that recipes for different games can be seen side by side:
+
+    python benchmarks/games.py --game Pong results/checkpoint-games/pong-seed* \\
+        --game Breakout results/breakout/breakout-seed* --out ../docs/images/games.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from pgkeras.metrics import read_metrics
+
+
+def plot_games(games: list[tuple[str, list[Path]]], out: Path) -> Path:
+    """Draws each game's runs: running reward against agent steps (left) and minutes (right)."""
+    figure = Figure(figsize=(11, 3.6 * len(games)))
+    axes = figure.subplots(len(games), 2, squeeze=False)
+    for (name, runs), (by_steps, by_minutes) in zip(games, axes, strict=True):
+        for run in runs:
+            rows = [row for row in read_metrics(run / "metrics.csv") if row["episodes"] > 0]
+            running = [row["running_reward"] for row in rows]
+            by_steps.plot([row["env_steps"] / 1e6 for row in rows], running, label=run.name)
+            by_minutes.plot([row["wall_time"] / 60 for row in rows], running, label=run.name)
+        by_steps.set(title=name, xlabel="agent steps (millions)", ylabel="running reward")
+        by_minutes.set(title=name, xlabel="minutes of training")
+        for axis in (by_steps, by_minutes):
+            axis.grid(alpha=0.3)
+        by_steps.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--game", nargs="+", action="append", required=True, metavar=("NAME", "RUN"),
+        help="a game's name, then its run folders",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    games = [(name, [Path(run) for run in runs]) for name, *runs in args.game]
+    print(plot_games(games, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
