@@ -3,6 +3,7 @@
 episodes, and plot its running reward against episodes beside runs of the recipe.
 
     python benchmarks/karpathy.py run --episodes 3000 --seed 0 --out numpy-seed0.csv
+    python benchmarks/karpathy.py table numpy-seed*.csv --runs runs/karpathy-seed*
     python benchmarks/karpathy.py plot numpy-seed0.csv --runs runs/karpathy-seed0 --out karpathy.png
 """
 
@@ -39,6 +40,44 @@ def run(episodes: int, seed: int, out: Path) -> None:
                 )
             file.flush()
     loop.close()
+
+
+def running_at(numpy_csvs: list[Path], runs: list[Path], episodes: list[int]) -> dict[str, list[list[float]]]:
+    """The running reward of each numpy run and each recipe run after `episodes` episodes."""
+    from pgkeras.metrics import read_metrics
+
+    values: dict[str, list[list[float]]] = {"numpy": [], "recipe": []}
+    for path in numpy_csvs:
+        with path.open() as file:
+            by_episode = {int(r["episode"]): float(r["running_reward"]) for r in csv.DictReader(file)}
+        values["numpy"].append([by_episode[e] for e in episodes])
+    for run_dir in runs:
+        rows = read_metrics(run_dir / "metrics.csv")
+        values["recipe"].append(
+            [next(r["running_reward"] for r in rows if r["episodes"] >= e) for e in episodes]
+        )
+    return values
+
+
+def table(numpy_csvs: list[Path], runs: list[Path], episodes: list[int]) -> None:
+    """Prints, at each episode count, each implementation's seeds, their mean and range, and whether
+    the two means differ by less than the seed-to-seed range of either implementation."""
+    values = running_at(numpy_csvs, runs, episodes)
+    print("| episodes | recipe, per seed | numpy, per seed | recipe mean (range) | numpy mean (range) | "
+          "difference of means | within the spread |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for column, count in enumerate(episodes):
+        recipe = [seed[column] for seed in values["recipe"]]
+        numpy = [seed[column] for seed in values["numpy"]]
+        spread = min(max(recipe) - min(recipe), max(numpy) - min(numpy))
+        difference = abs(sum(recipe) / len(recipe) - sum(numpy) / len(numpy))
+
+        def cell(xs):
+            return f"{sum(xs) / len(xs):.2f} ({max(xs) - min(xs):.2f})"
+
+        seeds = " | ".join(" / ".join(f"{x:.2f}" for x in xs) for xs in (recipe, numpy))
+        within = "yes" if difference <= spread else "no"
+        print(f"| {count:,} | {seeds} | {cell(recipe)} | {cell(numpy)} | {difference:.2f} | {within} |")
 
 
 def plot(numpy_csvs: list[Path], runs: list[Path], out: Path) -> None:
@@ -78,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     play.add_argument("--episodes", type=int, default=3000)
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--out", type=Path, required=True)
+    summary = commands.add_parser("table", help="running reward at every 500 episodes, by seed")
+    summary.add_argument("numpy_csvs", nargs="+", type=Path)
+    summary.add_argument("--runs", nargs="+", type=Path, required=True)
+    summary.add_argument("--every", type=int, default=500)
+    summary.add_argument("--episodes", type=int, default=3000)
     draw = commands.add_parser("plot", help="running reward against episodes")
     draw.add_argument("numpy_csvs", nargs="+", type=Path)
     draw.add_argument("--runs", nargs="*", type=Path, default=[])
@@ -85,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.episodes, args.seed, args.out)
+    elif args.command == "table":
+        table(args.numpy_csvs, args.runs, list(range(args.every, args.episodes + 1, args.every)))
     else:
         plot(args.numpy_csvs, args.runs, args.out)
     return 0

@@ -1,6 +1,6 @@
-"""How soon does the agent beat Pong's AI? Train (or read finished runs) and print when the running
-reward first crosses each threshold, in wall time and agent steps, and what the policy of that
-moment scores in full games.
+"""How soon does the agent beat Pong's AI (or reach a score in another game)? Train (or read
+finished runs) and print when the running reward first crosses each threshold, in wall time and
+agent steps, and what the policy of that moment scores in full games.
 
     python benchmarks/learning.py --config configs/pong.yaml --seeds 0 1 2   # stops each at +20
     python benchmarks/learning.py --runs runs/pong-seed0 runs/pong-seed1   # summarise finished runs

@@ -34,6 +34,7 @@ _EXPORTS = {
     "make_env": "pgkeras.envs",
     "read_metrics": "pgkeras.metrics",
     "plot_runs": "pgkeras.plots",
+    "quiet_tensorflow": "pgkeras.cli",
 }
 __all__ = sorted(_EXPORTS)
 
