@@ -4,7 +4,8 @@ episodes, and plot its running reward against episodes beside runs of the recipe
 
     python benchmarks/karpathy.py run --episodes 3000 --seed 0 --out numpy-seed0.csv
     python benchmarks/karpathy.py table numpy-seed*.csv --runs runs/karpathy-seed*
-    python benchmarks/karpathy.py plot numpy-seed0.csv --runs runs/karpathy-seed0 --out karpathy.png
+    python benchmarks/karpathy.py plot numpy-seed*.csv --runs runs/karpathy-seed* --episodes 3000 \
+        --out karpathy.png
 """
 
 from __future__ import annotations
@@ -60,28 +61,31 @@ def running_at(numpy_csvs: list[Path], runs: list[Path], episodes: list[int]) ->
 
 
 def table(numpy_csvs: list[Path], runs: list[Path], episodes: list[int]) -> None:
-    """Prints, at each episode count, each implementation's seeds, their mean and range, and whether
-    the two means differ by less than the seed-to-seed range of either implementation."""
+    """Prints, at each episode count, each implementation's seeds, their mean and range, and Welch's
+    t-test of the two means: p above 0.05 means the implementations differ by no more than their
+    seeds do."""
+    from scipy.stats import ttest_ind  # installed with JAX (the dev extra)
+
     values = running_at(numpy_csvs, runs, episodes)
     print("| episodes | recipe, per seed | numpy, per seed | recipe mean (range) | numpy mean (range) | "
-          "difference of means | within the spread |")  # fmt: skip
+          "difference of means | Welch's p |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for column, count in enumerate(episodes):
         recipe = [seed[column] for seed in values["recipe"]]
         numpy = [seed[column] for seed in values["numpy"]]
-        spread = min(max(recipe) - min(recipe), max(numpy) - min(numpy))
         difference = abs(sum(recipe) / len(recipe) - sum(numpy) / len(numpy))
+        p_value = ttest_ind(recipe, numpy, equal_var=False).pvalue
 
         def cell(xs):
             return f"{sum(xs) / len(xs):.2f} ({max(xs) - min(xs):.2f})"
 
         seeds = " | ".join(" / ".join(f"{x:.2f}" for x in xs) for xs in (recipe, numpy))
-        within = "yes" if difference <= spread else "no"
-        print(f"| {count:,} | {seeds} | {cell(recipe)} | {cell(numpy)} | {difference:.2f} | {within} |")
+        print(f"| {count:,} | {seeds} | {cell(recipe)} | {cell(numpy)} | {difference:.2f} | {p_value:.2f} |")
 
 
-def plot(numpy_csvs: list[Path], runs: list[Path], out: Path) -> None:
-    """Running reward against episodes: the numpy runs and the recipe's runs in one figure."""
+def plot(numpy_csvs: list[Path], runs: list[Path], out: Path, max_episodes: int | None = None) -> None:
+    """Running reward against episodes, up to `max_episodes`: the numpy runs (blues) and the recipe's
+    runs (reds) in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,23 +93,26 @@ def plot(numpy_csvs: list[Path], runs: list[Path], out: Path) -> None:
 
     from pgkeras.metrics import read_metrics
 
+    limit = max_episodes or float("inf")
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    for path in numpy_csvs:
+    for index, path in enumerate(numpy_csvs):
         with path.open() as file:
-            rows = list(csv.DictReader(file))
+            rows = [r for r in csv.DictReader(file) if int(r["episode"]) <= limit]
         axis.plot([int(r["episode"]) for r in rows], [float(r["running_reward"]) for r in rows],
+                  color=plt.cm.Blues(0.5 + 0.5 * index / max(1, len(numpy_csvs))),
                   label=f"pg-pong.py in numpy ({path.stem})")  # fmt: skip
-    for run_dir in runs:
-        rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["episodes"] > 0]
+    for index, run_dir in enumerate(runs):
+        rows = [r for r in read_metrics(run_dir / "metrics.csv") if 0 < r["episodes"] <= limit]
         axis.plot([r["episodes"] for r in rows], [r["running_reward"] for r in rows],
+                  color=plt.cm.Reds(0.5 + 0.5 * index / max(1, len(runs))),
                   label=f"configs/pong_karpathy.yaml ({run_dir.name})")  # fmt: skip
     axis.set(
         xlabel="episodes",
         ylabel="running reward (0.99 mean)",
-        title="Karpathy's algorithm, two implementations",
+        title="Karpathy's algorithm, two implementations, three seeds each",
     )
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=100)
 
@@ -126,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     draw.add_argument("numpy_csvs", nargs="+", type=Path)
     draw.add_argument("--runs", nargs="*", type=Path, default=[])
     draw.add_argument("--out", type=Path, required=True)
+    draw.add_argument("--episodes", type=int, help="draw up to this many episodes")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.episodes, args.seed, args.out)
     elif args.command == "table":
         table(args.numpy_csvs, args.runs, list(range(args.every, args.episodes + 1, args.every)))
     else:
-        plot(args.numpy_csvs, args.runs, args.out)
+        plot(args.numpy_csvs, args.runs, args.out, args.episodes)
     return 0
 
 
