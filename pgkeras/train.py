@@ -243,6 +243,11 @@ def train(
             "rollout.backend: your own env plays in this process, expected local, "
             f"got {config.rollout.backend}"
         )
+    if isinstance(env, gym.vector.VectorEnv) and config.eval.every_updates:
+        raise ConfigError(
+            "eval.every_updates: evaluation needs games of its own, which a ready VectorEnv cannot "
+            "give; pass env as a callable that makes one game, or set eval.every_updates: 0"
+        )
     if config.rollout.backend == "ray":
         check_ray_address(config.ray.address)
     progress = progress or ProgressLine(every=config.train.log_every)

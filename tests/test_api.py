@@ -215,6 +215,10 @@ def test_an_environment_that_cannot_be_used_is_one_line_and_writes_nothing(tmp_p
     next_step = gym.vector.SyncVectorEnv([MatchTheSign] * 2)  # gymnasium's default autoreset
     with pytest.raises(pgkeras.ConfigError, match=r"^env: expected a VectorEnv with autoreset_mode="):
         pgkeras.train(config, tmp_path / "a", env=next_step)
+    config = pgkeras.load_config("cartpole", [*QUICK, "eval.every_updates=5"])
+    ready = gym.vector.SyncVectorEnv([MatchTheSign] * 2, autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(pgkeras.ConfigError, match=r"^eval.every_updates: evaluation needs games of its own"):
+        pgkeras.train(config, tmp_path / "a", env=ready)
     config = pgkeras.load_config("cartpole", [*QUICK, "rollout.backend=processes"])
     with pytest.raises(pgkeras.ConfigError, match=r"^rollout.backend: your own env plays in this process"):
         pgkeras.train(config, tmp_path / "b", env=MatchTheSign)
