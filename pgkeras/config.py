@@ -267,12 +267,14 @@ def find_recipe(name_or_path: str | Path) -> str | Path:
     return recipes[text]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Loads a YAML config over the defaults, then applies `--set` overrides, and validates it.
 
     Args:
-        path: YAML file, a shipped recipe's name (`pong`, `cartpole`...: `list_recipes`), or None
-            for the defaults alone.
+        name_or_path: a shipped recipe's name (`pong`, `cartpole`...: `list_recipes`), a YAML
+            file, or None for the defaults alone.
         overrides: strings `dotted.key=value`; each value is read as YAML (`[64, 64]`, `null`, `3e-4`).
 
     Returns:
@@ -287,9 +289,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """
     data: dict[str, Any] = {}
     source = "defaults"
-    if path is not None:
-        source = str(path)
-        data = _read_yaml(Path(find_recipe(path)))
+    if name_or_path is not None:
+        source = str(name_or_path)
+        data = _read_yaml(Path(find_recipe(name_or_path)))
     config = Config()
     _merge(config, data, source, prefix="")
     return apply_overrides(config, overrides, source)
