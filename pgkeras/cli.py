@@ -182,9 +182,9 @@ def train_main(
 
 
 def play_main(argv: list[str] | None = None, prog: str = "play_pong.py") -> int:
-    """`play_pong.py` / `pgkeras play`: load a saved policy and play, record or show Pong. Returns the
-    exit code. Arguments are checked before TensorFlow is imported."""
-    parser = argparse.ArgumentParser(prog=prog, description="Watch a saved policy play Pong.")
+    """`play_pong.py` / `pgkeras play`: load a saved policy and play, record or show its Atari game
+    (Pong, Breakout...). Returns the exit code. Arguments are checked before TensorFlow is imported."""
+    parser = argparse.ArgumentParser(prog=prog, description="Watch a saved policy play its Atari game.")
     parser.add_argument(
         "run", nargs="?", metavar="MODEL", help="a .keras file, or a run folder (its best.keras)"
     )

@@ -34,7 +34,6 @@ from pgkeras.rollout import (
     RolloutWorkerError,
     concatenate_batches,
     join_worker_states,
-    remote_parameters,
     split_worker_states,
 )
 
@@ -148,7 +147,7 @@ class RayRolloutCollector:
         """
         self._update += 1
         self._deaths = 0
-        weights = self._ray.put(remote_parameters(policy))
+        weights = self._ray.put(policy.parameters)
         calls = [actor.collect.remote(weights, self._update) for actor in self.workers]
         parts = [self._share(worker, call, weights) for worker, call in enumerate(calls)]
         return concatenate_batches(parts)

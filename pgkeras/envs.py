@@ -63,23 +63,20 @@ def ale_game(env_id: str) -> str:
         raise ValueError(f"env.id: cannot make {env_id!r}: {error}") from None
 
 
-@functools.cache
-def minimal_actions(game: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The game's minimal action set: the ALE action numbers and their names, e.g. Breakout's
-    (0, 1, 3, 4) and ("NOOP", "FIRE", "RIGHT", "LEFT")."""
-    from ale_py import ALEInterface, LoggerMode, roms
+class GameFacts(NamedTuple):
+    """What pgkeras reads from a game's ROM once (`game_facts`)."""
 
-    ALEInterface.setLoggerMode(LoggerMode.Error)
-    ale = ALEInterface()
-    ale.loadROM(roms.get_rom_path(game))
-    actions = ale.getMinimalActionSet()
-    return tuple(a.value for a in actions), tuple(a.name for a in actions)
+    action_names: tuple[str, ...]
+    """The minimal action set, e.g. Breakout's ("NOOP", "FIRE", "RIGHT", "LEFT")."""
+    background_gray: int
+    """The commonest grayscale value of the first screen (`pgkeras.preprocess.background_gray`)."""
+    background_colour: tuple[int, int, int]
+    """The colour of those pixels, for the RGB screens of recordings."""
 
 
 @functools.cache
-def game_background(game: str) -> tuple[int, tuple[int, int, int]]:
-    """The background of a game's first screen: its commonest grayscale value
-    (`pgkeras.preprocess.background_gray`), and the colour of those pixels (for recording)."""
+def game_facts(game: str) -> GameFacts:
+    """Loads the game's ROM in a bare emulator and reads its action set and background."""
     from ale_py import ALEInterface, LoggerMode, roms
 
     ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -89,7 +86,8 @@ def game_background(game: str) -> tuple[int, tuple[int, int, int]]:
     gray, rgb = ale.getScreenGrayscale(), ale.getScreenRGB()
     value = background_gray(gray)
     colour = np.bincount(rgb[gray == value].astype(np.int64) @ [65536, 256, 1]).argmax()
-    return value, (int(colour >> 16), int(colour >> 8 & 255), int(colour & 255))
+    names = tuple(action.name for action in ale.getMinimalActionSet())
+    return GameFacts(names, value, (int(colour >> 16), int(colour >> 8 & 255), int(colour & 255)))
 
 
 def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -97,7 +95,7 @@ def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...
     all), and for every other game its whole minimal set."""
     if game == "pong":
         return pong_action_set(actions)
-    names = minimal_actions(game)[1]
+    names = game_facts(game).action_names
     return np.arange(len(names), dtype=np.int32), names
 
 
@@ -106,13 +104,13 @@ class FramesOf:
     Pong, `atari_frames` for the others."""
 
     def __init__(self, game: str):
-        self.background = None if game == "pong" else game_background(game)
+        self.facts = None if game == "pong" else game_facts(game)
 
     def __call__(self, screens: np.ndarray) -> np.ndarray:
-        if self.background is None:
+        if self.facts is None:
             return pong_frames(screens)
-        gray, colour = self.background
-        return atari_frames(screens, colour if screens.ndim == 4 else gray)
+        background = self.facts.background_colour if screens.ndim == 4 else self.facts.background_gray
+        return atari_frames(screens, background)
 
 
 class Observe:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from pgkeras.checkpoints import ModelFileError
+from pgkeras.checkpoints import ModelFileError, load_policy
 from pgkeras.config import Config, config_from_dict
 from pgkeras.envs import is_atari, is_pong, make_env
 from pgkeras.policies import ActionSampler
@@ -209,8 +209,6 @@ def play(
         episode 1: agent 21 - 0 built-in AI (+21), 1,640 steps
     """
     if not isinstance(model, keras.Model):
-        from pgkeras.checkpoints import load_policy
-
         model_path = resolve_model_path(model)
         model = load_policy(model_path)
     if config is None:

@@ -35,7 +35,6 @@ from pgkeras.rollout import (
     RolloutWorkerError,
     concatenate_batches,
     join_worker_states,
-    remote_parameters,
     split_worker_states,
 )
 
@@ -181,7 +180,7 @@ class ProcessRolloutCollector:
             policy: a Dense-only policy; its `parameters` go to the workers, which draw their own
                 actions (see `RolloutWorker.collect`).
         """
-        parameters = remote_parameters(policy)
+        parameters = policy.parameters
         self._update += 1
         for worker, memory in enumerate(self._memories):
             self._send(worker, ("collect", parameters, self._update, None if memory is None else memory.name))

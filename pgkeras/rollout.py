@@ -285,9 +285,10 @@ class RolloutCollector:
             self._finished_lengths.extend(self._episode_length[finished].tolist())
             self._episode_return[finished] = 0.0
             self._episode_length[finished] = 0
-        segment_end = ends | (result.rewards != 0) if self._segment_on_reward else ends
         if self.episodes_per_update is not None:
             segment_end = done  # batches of whole episodes
+        else:
+            segment_end = ends | (result.rewards != 0) if self._segment_on_reward else ends
         if segment_end.any():
             self._complete[games[segment_end]] = columns[segment_end] + 1
 
@@ -453,16 +454,6 @@ class RolloutCollector:
     def num_buffered(self) -> int:
         """Steps held that belong to no batch yet (unfinished segments and unused finished ones)."""
         return int(self._length.sum())
-
-
-def remote_parameters(policy: NumpyPolicy) -> Parameters:
-    """The weights a worker plays `policy` with; ValueError for a policy that numpy cannot run."""
-    if policy.parameters is None:
-        raise ValueError(
-            "rollout workers play Dense-only policies (model.kind mlp) in numpy; "
-            "use rollout.backend local for this model"
-        )
-    return policy.parameters
 
 
 class RolloutWorkerError(RuntimeError):
