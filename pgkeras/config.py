@@ -125,6 +125,10 @@ class ModelConfig:
     """`conv`: fraction of the flattened convolution features dropped in each training step."""
     sigma: float = 0.3
     """Fixed standard deviation of the `linear_gaussian` action noise."""
+    value_head: bool = False
+    """`mlp` and `conv`: a second output, "value", one linear unit on the last hidden layer that
+    learns the expected return of each state (the baseline of `train.gae_lambda`), trained in the
+    same step with mean squared error."""
 
     @property
     def gaussian_sigma(self) -> float | None:
@@ -167,6 +171,15 @@ class TrainConfig:
     `reset_on_reward` is false) are collected. Set this or `episodes_per_update`."""
     minibatch_size: int | None = None
     """`batch_size` given to `model.fit`; null: the whole batch, one optimizer step per update."""
+    gae_lambda: float | None = None
+    """null: advantages from the discounted returns (REINFORCE). A number in [0, 1]: advantages by
+    GAE(lambda) from the value output (needs `model.value_head`); 1 is the return minus the value,
+    smaller trades variance for bias. `advantage` then standardises or centres them."""
+    value_loss_weight: float = 0.5
+    """Weight of the value output's mean squared error beside the policy's loss (`model.value_head`)."""
+    entropy_weight: float = 0.0
+    """`mlp` and `conv` softmax policies: subtract this times the mean entropy of the batch's action
+    distributions from the loss, which keeps the policy from settling too early; 0: no entropy term."""
     max_steps: int | None = None
     """Stop after this many agent steps, summed over all games (null: run until stopped)."""
     stop_at_running_reward: float | None = None
@@ -610,6 +623,18 @@ def validate(config: Config, source: str = "config") -> None:
              "train.episodes_per_update set (batches of whole episodes)")  # fmt: skip
     if model.output == "sigmoid" and model.kind not in ("mlp", "conv"):
         fail("model.output", model.output, f"softmax with model.kind {model.kind}")
+    if model.value_head and model.kind not in ("mlp", "conv"):
+        fail("model.value_head", model.value_head, f"false with model.kind {model.kind} (mlp and conv only)")
+    if train.gae_lambda is not None and not 0.0 <= train.gae_lambda <= 1.0:
+        fail("train.gae_lambda", train.gae_lambda, "null (returns) or a number in [0, 1] such as 0.95")
+    if train.gae_lambda is not None and not model.value_head:
+        fail("train.gae_lambda", train.gae_lambda, "null, or model.value_head: true (GAE needs the values)")
+    if train.value_loss_weight < 0:
+        fail("train.value_loss_weight", train.value_loss_weight, "a weight >= 0 such as 0.5")
+    if train.entropy_weight < 0:
+        fail("train.entropy_weight", train.entropy_weight, "a weight >= 0 such as 0.01")
+    if train.entropy_weight and (model.kind not in ("mlp", "conv") or model.output != "softmax"):
+        fail("train.entropy_weight", train.entropy_weight, "0 unless model.kind is mlp or conv, softmax")
     sticky = evaluation.sticky_action_prob
     if sticky is not None and not 0.0 <= sticky <= 1.0:
         fail("eval.sticky_action_prob", sticky, "a probability in [0, 1], or null for the training games'")

@@ -194,3 +194,84 @@ def mlp_cross_entropy_grads(
     grad_w2 = np.outer(h, delta)
     grad_z = (W2 @ delta) * (z > 0)
     return np.outer(x, grad_z), grad_w2
+
+
+def actor_critic_loss(
+    weights: list[np.ndarray],
+    observations: np.ndarray,
+    actions: np.ndarray,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    value_loss_weight: float,
+    entropy_weight: float,
+) -> float:
+    """The loss one update of a policy with a value head minimises, in float64 numpy:
+
+        (1/T) sum_i [ -A_i log pi(a_i|s_i) + c (V(s_i) - G_i)^2 - beta H(pi(.|s_i)) ]
+
+    with c = `value_loss_weight`, beta = `entropy_weight` and H = -sum_k pi_k log pi_k.
+
+    Args:
+        weights: `[W_1, b_1, ..., W_L, b_L, w_v, b_v]` as `model.get_weights()` returns them for
+            `model.value_head`: the hidden layers, the softmax layer, then the value layer `(H, 1)`,
+            `(1,)` on the last hidden layer.
+        observations: `(T, D)`; actions: int `(T,)`; advantages and returns: `(T,)`.
+    """
+    total = 0.0
+    policy, (value_kernel, value_bias) = weights[:-2], weights[-2:]
+    for x, action, advantage, target in zip(observations, actions, advantages, returns, strict=True):
+        inputs, _, probabilities = mlp_forward(policy, x)
+        value = float(inputs[-1] @ np.asarray(value_kernel, np.float64)[:, 0] + value_bias[0])
+        entropy = -float(np.sum(probabilities * np.log(probabilities)))
+        # float(): a float32 return would make the whole sum float32, too coarse for finite differences
+        total += -float(advantage) * np.log(probabilities[action])
+        total += value_loss_weight * (value - float(target)) ** 2 - entropy_weight * entropy
+    return total / len(actions)
+
+
+def actor_critic_gradient(
+    weights: list[np.ndarray],
+    observations: np.ndarray,
+    actions: np.ndarray,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    value_loss_weight: float,
+    entropy_weight: float,
+) -> list[np.ndarray]:
+    """The gradient of `actor_critic_loss` with respect to `weights`, by hand.
+
+    Per sample, at the softmax's logits o (pi = softmax(o), H its entropy):
+
+        d(-A log pi_a)/do   = -A (one_hot(a) - pi)
+        d(-beta H)/do_j     = beta pi_j (log pi_j + H)          (dH/do_j = -pi_j (log pi_j + H))
+
+    and at the value v = h_L . w_v + b_v: d(c (v - G)^2)/dv = 2 c (v - G). The last hidden layer
+    h_L feeds both heads, so its error is the sum of what each sends back:
+    delta_L = (delta_o @ W_out^T + 2 c (v - G) w_v^T) * [z_L > 0]; below it, as in `mlp_log_prob_grads`.
+
+    Returns:
+        float64 gradients in the order and shapes of `weights`.
+    """
+    policy, (value_kernel, value_bias) = weights[:-2], weights[-2:]
+    value_kernel = np.asarray(value_kernel, np.float64)
+    grads = [np.zeros(np.shape(w), dtype=np.float64) for w in weights]
+    num_layers = len(policy) // 2
+    for x, action, advantage, target in zip(observations, actions, advantages, returns, strict=True):
+        inputs, pre_activations, probabilities = mlp_forward(policy, x)
+        value = float(inputs[-1] @ value_kernel[:, 0] + value_bias[0])
+        log_probabilities = np.log(probabilities)
+        entropy = -float(np.sum(probabilities * log_probabilities))
+        delta = -advantage * (np.eye(len(probabilities))[action] - probabilities)
+        delta += entropy_weight * probabilities * (log_probabilities + entropy)
+        value_error = 2.0 * value_loss_weight * (value - float(target))
+        grads[-2] += np.outer(inputs[-1], [value_error])
+        grads[-1] += value_error
+        for layer in reversed(range(num_layers)):
+            grads[2 * layer] += np.outer(inputs[layer], delta)
+            grads[2 * layer + 1] += delta
+            if layer > 0:
+                back = delta @ np.asarray(policy[2 * layer], np.float64).T
+                if layer == num_layers - 1:  # the value head also hangs on this layer's input
+                    back += value_error * value_kernel[:, 0]
+                delta = back * (pre_activations[layer - 1] > 0)
+    return [g / len(actions) for g in grads]

@@ -113,6 +113,10 @@ def blas_on_one_thread() -> AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+SPARSE_ROWS = 256
+"""`sparse_matmul` multiplies at most this many rows at a time (a batch's values: thousands)."""
+
+
 def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """`x @ kernel` for a mostly-zero integer `x` `(N, D)`, touching only the kernel rows it needs.
 
@@ -124,6 +128,9 @@ def sparse_matmul(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         >>> sparse_matmul(np.array([[0, 1, 0], [-1, 0, 2]], np.int8), np.eye(3, dtype=np.float32)).tolist()
         [[0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]]
     """
+    if len(x) > SPARSE_ROWS:  # the selector below grows as rows x non-zeros: keep it small
+        return np.concatenate([sparse_matmul(x[start : start + SPARSE_ROWS], kernel)
+                               for start in range(0, len(x), SPARSE_ROWS)])  # fmt: skip
     rows, columns, values = nonzero_entries(x)
     selector = np.zeros((len(x), len(rows)), np.float32)
     selector[rows, np.arange(len(rows))] = values

@@ -14,7 +14,7 @@ import numpy as np
 from pgkeras.checkpoints import ModelFileError, load_policy
 from pgkeras.config import Config, config_from_dict
 from pgkeras.envs import is_atari, is_pong, make_env
-from pgkeras.policies import ActionSampler
+from pgkeras.policies import ActionSampler, policy_output_shape
 
 # One agent step is frame_skip emulator frames; Atari runs at 60 frames per second.
 ATARI_FPS = 60
@@ -78,9 +78,9 @@ def check_model_fits_env(model: keras.Model, model_path: Path, env, env_id: str)
     expected_in, expected_out = (None, env.observation_size), (None, env.num_actions)
     # A two-action game also takes a one-unit sigmoid policy (P of the first action).
     outputs = {expected_out, (None, 1)} if env.num_actions == 2 else {expected_out}
-    if tuple(model.input_shape) != expected_in or tuple(model.output_shape) not in outputs:
+    if tuple(model.input_shape) != expected_in or policy_output_shape(model) not in outputs:
         raise ModelFileError(
-            f"{model_path}: model maps {tuple(model.input_shape)} -> {tuple(model.output_shape)}, "
+            f"{model_path}: model maps {tuple(model.input_shape)} -> {policy_output_shape(model)}, "
             f"but {env_id} needs {expected_in} -> {expected_out}; use a model trained on this environment"
         )
 

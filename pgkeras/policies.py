@@ -12,7 +12,13 @@ import keras
 import numpy as np
 
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.inference import NumpyPolicy, Parameters, action_probabilities
+from pgkeras.inference import (
+    NumpyPolicy,
+    Parameters,
+    action_probabilities,
+    blas_on_one_thread,
+    dense_forward,
+)
 
 
 @keras.saving.register_keras_serializable(package="pgkeras")
@@ -46,6 +52,35 @@ class KarpathyRMSprop(keras.optimizers.RMSprop):
         self.assign_sub(
             variable, ops.divide(ops.multiply(lr, gradient), ops.add(ops.sqrt(velocity), self.epsilon))
         )
+
+
+VALUE_LAYER = "value"
+"""Name of the value head's layer (and output) of a policy built with `model.value_head`."""
+
+
+@keras.saving.register_keras_serializable(package="pgkeras")
+class EntropyBonus(keras.regularizers.Regularizer):
+    """An activity regularizer on the softmax layer: `weight * sum_i sum_a p_ia log p_ia`.
+
+    Keras divides an activity regularizer's value by the batch size and adds it to the loss of the
+    training step, so the loss gains minus `weight` times the mean entropy of the batch's action
+    distributions, and gradient descent pushes every state's distribution towards uniform, more so
+    the more peaked it is. `tests/test_trick.py` checks the gradient against the analytic one.
+
+    Args:
+        weight: the entropy coefficient (`train.entropy_weight`).
+    """
+
+    def __init__(self, weight: float):
+        self.weight = float(weight)
+
+    def __call__(self, probabilities):
+        ops = keras.ops
+        logs = ops.log(ops.clip(probabilities, 1e-7, 1.0))
+        return self.weight * ops.sum(probabilities * logs)
+
+    def get_config(self) -> dict:
+        return {"weight": self.weight}
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -134,12 +169,43 @@ def build_policy(
             )
         outputs = keras.layers.Dense(1, activation="sigmoid", name="first_action_probability", **dense)(x)
     else:
-        outputs = keras.layers.Dense(num_actions, activation="softmax", name="action_probabilities", **dense)(
-            x
-        )
-    model = keras.Model(inputs, outputs, name=f"policy_{model_config.kind}")
-    compile_for_trick(model, make_optimizer(train_config), train_config.loss_reduction)
+        entropy = EntropyBonus(train_config.entropy_weight) if train_config.entropy_weight else None
+        outputs = keras.layers.Dense(
+            num_actions, activation="softmax", name="action_probabilities", activity_regularizer=entropy,
+            **dense,
+        )(x)  # fmt: skip
+    if model_config.value_head:
+        value = keras.layers.Dense(1, name=VALUE_LAYER, **dense)(x)
+        model = keras.Model(inputs, [outputs, value], name=f"policy_{model_config.kind}")
+    else:
+        model = keras.Model(inputs, outputs, name=f"policy_{model_config.kind}")
+    compile_for_trick(
+        model, make_optimizer(train_config), train_config.loss_reduction, train_config.value_loss_weight
+    )
     return model
+
+
+def has_value_head(model: keras.Model) -> bool:
+    """Whether `model` has the second output "value" of `model.value_head`."""
+    return len(model.outputs) == 2
+
+
+def policy_output_shape(model: keras.Model) -> tuple:
+    """The shape of the policy's output, e.g. `(None, 2)`, with or without a value head."""
+    return tuple(model.outputs[0].shape)
+
+
+def state_values(model: keras.Model, observations: np.ndarray) -> np.ndarray:
+    """V(s) of the value head for observations `(N, D)` as float32 `(N,)`: in numpy for a Dense-only
+    model (sparse in the first layer for int8 frames), else Keras in chunks of 1,024."""
+    if runs_in_numpy(model):
+        with blas_on_one_thread():
+            return dense_forward(dense_parameters(model, VALUE_LAYER), observations)[:, 0]
+    chunks = [
+        model.predict_on_batch(observations[start : start + 1024].astype(np.float32))[1][:, 0]
+        for start in range(0, len(observations), 1024)
+    ]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def _initializer(name: str) -> keras.initializers.Initializer | str:
@@ -150,7 +216,10 @@ def _initializer(name: str) -> keras.initializers.Initializer | str:
 
 
 def compile_for_trick(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, reduction: str = "sum_over_batch_size"
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    reduction: str = "sum_over_batch_size",
+    value_loss_weight: float = 0.5,
 ) -> None:
     """Compiles `model` so that `fit(x, one_hot(actions), sample_weight=advantages)` is REINFORCE.
 
@@ -159,15 +228,23 @@ def compile_for_trick(
     summed gradients do. (Keras's third option would divide by the sum of the weights, which is
     about zero once the advantages are centred.) A one-unit sigmoid policy (P of the first of two
     actions) gets binary cross-entropy: -log pi(a|s) again, with the label 1 for the first action.
+
+    A model with a value head (`has_value_head`) gets two losses, one per output: the trick's, and
+    the mean squared error between the value and the discounted return, weighted by
+    `value_loss_weight`; one optimizer step follows the gradient of their weighted sum.
     """
-    sigmoid = model.output_shape[-1] == 1
+    sigmoid = policy_output_shape(model)[-1] == 1
     if reduction == "sum_over_batch_size":  # Keras's default: the plain name
         loss = "binary_crossentropy" if sigmoid else "categorical_crossentropy"
     elif sigmoid:
         loss = keras.losses.BinaryCrossentropy(reduction=reduction)
     else:
         loss = keras.losses.CategoricalCrossentropy(reduction=reduction)
-    model.compile(optimizer=optimizer, loss=loss)
+    if not has_value_head(model):
+        model.compile(optimizer=optimizer, loss=loss)
+        return
+    value_loss = keras.losses.MeanSquaredError(reduction=reduction)
+    model.compile(optimizer=optimizer, loss=[loss, value_loss], loss_weights=[1.0, value_loss_weight])
 
 
 def build_tabular_softmax_policy(
@@ -232,13 +309,17 @@ def runs_in_numpy(model: keras.Model) -> bool:
     )
 
 
-def dense_parameters(model: keras.Model) -> Parameters:
+def dense_parameters(model: keras.Model, output: str | None = None) -> Parameters:
     """A copy of a Dense-only model's weights as `pgkeras.inference.Parameters`: one
-    `(kernel, [bias,] activation)` tuple per layer, float32."""
+    `(kernel, [bias,] activation)` tuple per layer, float32, on the path to the policy's output (or,
+    with `output="value"`, to the value head's)."""
+    heads = set(model.output_names)
+    wanted = output or model.output_names[0]
     return [
         (*(np.asarray(w, dtype=np.float32) for w in layer.get_weights()), layer.activation.__name__)
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
+        and (layer.name not in heads or layer.name == wanted)
     ]
 
 
@@ -273,7 +354,8 @@ class ActionSampler(NumpyPolicy):
         """The model's float32 outputs for observations `(N, D)`."""
         if self.in_numpy:
             return super().outputs(observations)
-        return np.asarray(self.model.predict_on_batch(observations.astype(np.float32, copy=False)))
+        outputs = self.model.predict_on_batch(observations.astype(np.float32, copy=False))
+        return np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)
 
     def probabilities(self, observations: np.ndarray) -> np.ndarray:
         """Returns float `(N, A)` action probabilities for observations `(N, D)` (both columns

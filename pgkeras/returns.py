@@ -106,3 +106,52 @@ def compute_advantages(
         std = advantages.std() if len(advantages) else 0.0
         advantages = advantages / std if std > MIN_STD else np.zeros_like(advantages)
     return advantages.astype(np.float32)
+
+
+def gae_advantages(
+    rewards: np.ndarray, values: np.ndarray, ends: np.ndarray, gamma: float, lam: float
+) -> np.ndarray:
+    """Generalised advantage estimates (Schulman et al. 2016) within stretches that end at `ends`.
+
+    delta_t = r_t + gamma * V(s_{t+1}) - V(s_t), with V = 0 after the last step of a stretch (a
+    decided point, a finished episode: nothing follows it in its return), and
+    A_t = delta_t + gamma * lam * A_{t+1} within the stretch. lam = 1 gives G_t - V(s_t), the
+    discounted return of `discounted_returns` minus the baseline; lam = 0 gives delta_t.
+
+    Args:
+        rewards: float `(T,)`, the reward after each step.
+        values: float `(T,)`, V(s_t) of each step's observation.
+        ends: bool `(T,)`, True on the last step of each stretch; the last step of the array must be one.
+        gamma: discount in [0, 1].
+        lam: lambda in [0, 1].
+
+    Returns:
+        float32 `(T,)`.
+
+    Example:
+        >>> ends = np.array([False, True])
+        >>> gae_advantages(np.array([0, 1.0]), np.array([0.5, 0.5]), ends, gamma=1.0, lam=1.0).tolist()
+        [0.5, 0.5]
+    """
+    rewards = np.asarray(rewards, np.float64)
+    values = np.asarray(values, np.float64)
+    ends = np.asarray(ends, bool)
+    if not (rewards.shape == values.shape == ends.shape) or rewards.ndim != 1:
+        raise ValueError(
+            "rewards, values and ends must be 1-D of one length, "
+            f"got {rewards.shape}, {values.shape}, {ends.shape}"
+        )
+    if len(ends) and not ends[-1]:
+        raise ValueError("the last step must end its stretch: its return is not known yet")
+    following = np.where(ends, 0.0, np.append(values[1:], 0.0))
+    deltas = (rewards + gamma * following - values).tolist()
+    stops = ends.tolist()
+    decay = gamma * lam
+    advantages = [0.0] * len(deltas)
+    running = 0.0
+    for t in range(len(deltas) - 1, -1, -1):
+        if stops[t]:
+            running = 0.0
+        running = deltas[t] + decay * running
+        advantages[t] = running
+    return np.array(advantages, dtype=np.float32)

@@ -36,6 +36,9 @@ class Batch(NamedTuple):
     """float32 `(T,)`."""
     returns: np.ndarray
     """float32 `(T,)` discounted returns, each within its own point or episode."""
+    ends: np.ndarray
+    """bool `(T,)`: True on the last step of each return's stretch (a point when `reset_on_reward`,
+    a lost life when `reset_on_life_loss`, an episode): the state after it is worth nothing to it."""
     episode_returns: np.ndarray
     """float64 `(E,)`: total reward of each episode that finished while this batch was collected."""
     episode_lengths: np.ndarray
@@ -403,7 +406,7 @@ class RolloutCollector:
         self._episode_ends = grow(self._episode_ends)
 
     def _take_batch(self, num_env_steps: int) -> Batch:
-        observations, actions, rewards, returns, segment_ids = [], [], [], [], []
+        observations, actions, rewards, returns, return_ends, segment_ids = [], [], [], [], [], []
         num_segments = 0
         for game in self._games:  # once per update, not per step
             end = int(self._complete[game])
@@ -426,11 +429,16 @@ class RolloutCollector:
                     self._episode_ends[game, :end],
                 )
             )
+            stretch_ends = self._episode_ends[game, :end]
+            if self.reset_on_reward:
+                stretch_ends = stretch_ends | (self._rewards[game, :end] != 0)
+            return_ends.append(stretch_ends)
         batch = Batch(
             observations=np.concatenate(observations),
             actions=np.concatenate(actions),
             rewards=np.concatenate(rewards),
             returns=np.concatenate(returns),
+            ends=np.concatenate(return_ends),
             episode_returns=np.array(self._finished_returns, dtype=np.float64),
             episode_lengths=np.array(self._finished_lengths, dtype=np.int64),
             segment_ids=np.concatenate(segment_ids),

@@ -32,6 +32,7 @@ from pgkeras.checkpoints import TrainingState, list_checkpoints, load_latest_che
 from pgkeras.config import (
     Config,
     ConfigError,
+    TrainConfig,
     check_resume_changes,
     config_from_dict,
     load_config,
@@ -41,10 +42,18 @@ from pgkeras.distributed import RayRolloutCollector, check_ray_address
 from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.evaluation import make_eval_env
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
-from pgkeras.policies import ActionSampler, build_policy, gaussian_sample_weights, make_sampler
+from pgkeras.policies import (
+    ActionSampler,
+    build_policy,
+    gaussian_sample_weights,
+    has_value_head,
+    make_sampler,
+    policy_output_shape,
+    state_values,
+)
 from pgkeras.processes import ProcessRolloutCollector
-from pgkeras.returns import compute_advantages
-from pgkeras.rollout import Collector, RolloutCollector, derive_seed
+from pgkeras.returns import compute_advantages, gae_advantages
+from pgkeras.rollout import Batch, Collector, RolloutCollector, derive_seed
 
 
 class TrainResult(NamedTuple):
@@ -68,6 +77,7 @@ def update_policy(
     advantages: np.ndarray,
     minibatch_size: int | None = None,
     sigma: float | None = None,
+    value_targets: np.ndarray | None = None,
 ) -> float:
     """One policy-gradient update, written as ordinary supervised training. This is the trick.
 
@@ -88,9 +98,12 @@ def update_policy(
         advantages: float32 `(T,)`, one weight per sample.
         minibatch_size: `batch_size` for `fit`; None: the whole batch in one optimizer step.
         sigma: the Gaussian policy's standard deviation; None for a softmax policy.
+        value_targets: float `(T,)` discounted returns, the regression targets of a model with a
+            value head (`model.value_head`), trained in the same step with weight 1 per sample.
 
     Returns:
-        The loss `fit` reports. Not a measure of progress (see `pgkeras.metrics`).
+        The loss `fit` reports (with a value head: the policy's loss plus the weighted value loss).
+        Not a measure of progress (see `pgkeras.metrics`).
 
     Example:
         >>> from pgkeras.config import ModelConfig, TrainConfig
@@ -98,30 +111,45 @@ def update_policy(
         >>> loss = update_policy(model, np.ones((3, 4), np.float32), np.array([0, 1, 0]),
         ...                      np.array([1.0, -1.0, 0.5], np.float32))  # the likelier, the better
     """
-    if sigma is None and model.output_shape[-1] == 1:
+    with_value = has_value_head(model)
+    if with_value and value_targets is None:
+        raise ValueError("a model with a value head needs value_targets (the discounted returns)")
+    if sigma is None and policy_output_shape(model)[-1] == 1:
         # A sigmoid policy outputs P(action 0): its label is 1 for action 0 (Karpathy's "fake label").
         targets = (actions == 0).astype(np.float32).reshape(-1, 1)
         weights = advantages.astype(np.float32, copy=False)
     elif sigma is None:
-        num_actions = model.output_shape[-1]
+        num_actions = policy_output_shape(model)[-1]
         targets = keras.utils.to_categorical(actions, num_classes=num_actions).astype(np.float32)
         weights = advantages.astype(np.float32, copy=False)
     else:
         targets = actions.astype(np.float32).reshape(-1, 1)
         weights = gaussian_sample_weights(advantages, sigma)
     one_step = minibatch_size is None or minibatch_size >= len(targets)
+    if with_value:
+        values = np.asarray(value_targets, np.float32).reshape(-1, 1)
+        value_weights = np.ones(len(values), np.float32)
     if keras.backend.backend() == "jax":
-        summed = getattr(model.loss, "reduction", None) == "sum"
-        observations, targets, weights = pad_to_few_sizes(
+        first_loss = model.loss[0] if isinstance(model.loss, list | tuple) else model.loss
+        summed = getattr(first_loss, "reduction", None) == "sum"
+        padded_observations, targets, weights = pad_to_few_sizes(
             observations, targets, weights, minibatch_size, rescale=not summed
         )
+        if with_value:  # the same padding, rows and rescaling for the value output
+            _, values, value_weights = pad_to_few_sizes(
+                observations, values, value_weights, minibatch_size, rescale=not summed
+            )
+        observations = padded_observations
+    if with_value:
+        targets, weights = [targets, values], [weights, value_weights]
     # Observations go in their compact dtype (int8 for Pong): Keras casts them to the input's float32
     # inside the compiled step, which is cheaper than a 4x larger float32 copy here.
     if one_step:
         # One optimizer step on the whole batch: what fit(..., batch_size=len(actions), epochs=1)
         # does, without building a dataset pipeline, which would cost as much as the step itself.
         # tests/test_trick.py checks that both give the same weights.
-        return float(model.train_on_batch(observations, targets, sample_weight=weights))
+        loss = model.train_on_batch(observations, targets, sample_weight=weights)
+        return float(loss[0] if isinstance(loss, list) else loss)  # with a value head: [total, each]
     history = model.fit(
         observations,
         targets,
@@ -319,10 +347,10 @@ def _loop(
         callbacks.on_train_batch_begin(0)
         started = time.perf_counter()
         batch = collector.collect_batch(sampler)
-        advantages = compute_advantages(batch.returns, train_config.advantage, batch.segment_ids)
         loss = update_policy(
-            model, batch.observations, batch.actions, advantages, train_config.minibatch_size,
-            config.model.gaussian_sigma,
+            model, batch.observations, batch.actions, batch_advantages(model, batch, train_config),
+            train_config.minibatch_size, config.model.gaussian_sigma,
+            batch.returns if config.model.value_head else None,
         )  # fmt: skip
         sampler.refresh()
         callbacks.on_train_batch_end(0, {"loss": loss})
@@ -355,6 +383,17 @@ def _loop(
             break
     callbacks.on_train_end(logs)
     return interrupted
+
+
+def batch_advantages(model: keras.Model, batch: Batch, train: TrainConfig) -> np.ndarray:
+    """The sample weights of a batch: its discounted returns, or with `train.gae_lambda` the
+    GAE(lambda) advantages from the model's values of the batch before the update; then
+    standardised or centred as `train.advantage` says."""
+    if train.gae_lambda is None:
+        return compute_advantages(batch.returns, train.advantage, batch.segment_ids)
+    values = state_values(model, batch.observations)
+    estimates = gae_advantages(batch.rewards, values, batch.ends, train.gamma, train.gae_lambda)
+    return compute_advantages(estimates, train.advantage, batch.segment_ids)
 
 
 def default_run_dir(config: Config) -> Path:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pgkeras.returns import compute_advantages, discounted_returns
+from pgkeras.returns import compute_advantages, discounted_returns, gae_advantages
 
 
 def test_discounted_returns_closed_form():
@@ -60,3 +60,46 @@ def test_advantages_standardize_center_none():
 def test_all_equal_returns_give_zero_advantages_not_nan():
     assert np.array_equal(compute_advantages(np.full(5, -1.0), "standardize"), np.zeros(5))
     assert np.isfinite(compute_advantages(np.array([2.0]), "standardize")).all()
+
+
+def brute_force_gae(rewards, values, ends, gamma, lam):
+    """A_t = sum_l (gamma lam)^l delta_{t+l} over the rest of t's stretch, term by term."""
+    advantages = []
+    for t in range(len(rewards)):
+        total, scale, k = 0.0, 1.0, t
+        while True:
+            following = 0.0 if ends[k] else values[k + 1]
+            total += scale * (rewards[k] + gamma * following - values[k])
+            if ends[k]:
+                break
+            scale *= gamma * lam
+            k += 1
+        advantages.append(total)
+    return np.array(advantages)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.95, 1.0])
+def test_gae_is_the_discounted_sum_of_td_errors_within_each_stretch(lam):
+    rng = np.random.default_rng(3)
+    rewards = np.array([0, 0, 1.0, 0, 0, 0, -1.0, 0, 1.0])
+    ends = rewards != 0
+    values = rng.normal(size=len(rewards))
+    np.testing.assert_allclose(
+        gae_advantages(rewards, values, ends, 0.9, lam),
+        brute_force_gae(rewards, values, ends, 0.9, lam),
+        rtol=1e-5, atol=1e-6,
+    )  # fmt: skip
+
+
+def test_gae_with_lambda_one_is_the_return_minus_the_value():
+    rewards = np.array([0, 0, 1.0, 0, -1.0])
+    values = np.array([0.3, -0.2, 0.9, 0.1, -0.5])
+    returns = discounted_returns(rewards, 0.99, reset_on_reward=True)
+    np.testing.assert_allclose(
+        gae_advantages(rewards, values, rewards != 0, 0.99, 1.0), returns - values, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_gae_refuses_a_batch_whose_last_stretch_is_unfinished():
+    with pytest.raises(ValueError, match="last step must end"):
+        gae_advantages(np.zeros(3), np.zeros(3), np.array([False, True, False]), 0.99, 0.95)

@@ -76,6 +76,8 @@ def test_batches_of_finished_points_keep_unfinished_ones_for_later():
     assert len(second.actions) == 10 and second.num_env_steps == 10
     np.testing.assert_array_equal(second.observations[:5, 0], [3, 4, 0, 1, 2])
     np.testing.assert_allclose(second.returns[:5], [-0.9, -1.0, 0.81, 0.9, 1.0], rtol=1e-6)
+    # Each return's stretch ends at its point: where GAE's values stop.
+    np.testing.assert_array_equal(second.ends[:5], [False, True, False, False, True])
     np.testing.assert_array_equal(second.episode_returns, [0.0, 0.0])
 
 
@@ -217,6 +219,7 @@ def test_returns_can_end_where_a_life_is_lost():
         for start, stop in zip(starts, [*starts[1:], len(batch.returns)], strict=True):
             assert batch.returns[start] == batch.rewards[start:stop].sum()
             assert batch.returns[stop - 1] == batch.rewards[stop - 1]
+            assert batch.ends[stop - 1] and not batch.ends[start : stop - 1].any()
         segments[reset_on_life_loss] = len(starts)
         whole_episodes = len(batch.episode_returns)
         assert whole_episodes >= 1

@@ -11,7 +11,7 @@ from conftest import PYTHON, REPO
 
 from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import ModelConfig, TrainConfig
-from pgkeras.gradients import mlp_forward, mlp_policy_gradient
+from pgkeras.gradients import actor_critic_gradient, actor_critic_loss, mlp_forward, mlp_policy_gradient
 from pgkeras.policies import build_policy
 from pgkeras.train import pad_to_few_sizes, update_policy
 
@@ -238,3 +238,46 @@ def test_jax_compiles_no_new_step_for_each_batch_size():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0"]  # the step compiled for 1,000 samples serves 1,001 to 1,020
+
+
+@pytest.mark.parametrize(("seed", "entropy_weight"), [(0, 0.0), (1, 0.05), (2, 0.3), (3, 0.05)])
+def test_value_head_and_entropy_step_is_the_analytic_gradient_step(seed, entropy_weight):
+    """A policy with a value head (and an entropy term): the analytic gradient of
+    policy loss + c * squared error - beta * entropy equals finite differences, and one Keras step
+    with SGD moves every weight, both heads' and the shared layer's, by exactly -lr times it."""
+    rng = np.random.default_rng(300 + seed)
+    learning_rate, value_loss_weight = 0.1, 0.5
+    keras.utils.set_random_seed(seed)
+    model = build_policy(
+        ModelConfig(hidden_units=[5], value_head=True),
+        TrainConfig(optimizer="sgd", learning_rate=learning_rate, value_loss_weight=value_loss_weight,
+                    entropy_weight=entropy_weight),
+        (6,),
+        3,
+    )  # fmt: skip
+    model.set_weights([rng.normal(scale=0.7, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    before = [w.astype(np.float64) for w in model.get_weights()]
+    observations, _, advantages = random_batch(rng, 9, 6, 3)
+    probabilities = model.predict_on_batch(observations)[0].astype(np.float64)
+    actions = np.array([rng.choice(3, p=p / p.sum()) for p in probabilities])
+    returns = rng.normal(size=9).astype(np.float32)
+    args = (observations, actions, advantages, returns, value_loss_weight, entropy_weight)
+
+    analytic = actor_critic_gradient(before, *args)
+    for index, weight in enumerate(before):
+
+        def loss_of(w, index=index):
+            return actor_critic_loss([*before[:index], w, *before[index + 1 :]], *args)
+
+        numeric = central_differences(loss_of, weight)
+        np.testing.assert_allclose(numeric, analytic[index], rtol=1e-5, atol=1e-8)
+
+    update_policy(model, observations, actions, advantages, value_targets=returns)
+    for old, new, g in zip(before, model.get_weights(), analytic, strict=True):
+        np.testing.assert_allclose(new, old - learning_rate * g, rtol=1e-5, atol=1e-6)
+
+
+def test_a_value_head_policy_refuses_an_update_without_value_targets():
+    model = build_policy(ModelConfig(hidden_units=[4], value_head=True), TrainConfig(), (3,), 2)
+    with pytest.raises(ValueError, match="value_targets"):
+        update_policy(model, np.ones((2, 3), np.float32), np.array([0, 1]), np.ones(2, np.float32))
