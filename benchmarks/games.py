@@ -3,6 +3,12 @@ per game, so that recipes for different games can be seen side by side:
 
     python benchmarks/games.py --game Pong results/checkpoint-games/pong-seed* \\
         --game Breakout results/breakout/breakout-seed* --out ../docs/images/games.png
+
+With `--overlay`, the groups (recipes of one game, say) share one panel of running reward against
+agent steps, a colour per group:
+
+    python benchmarks/games.py --overlay --game REINFORCE results/checkpoint-games/pong-seed* \
+        --game "GAE 0.95" results/issue22/gae095/pong-seed* --out ../docs/images/pong_recipes.png
 """
 
 from __future__ import annotations
@@ -36,6 +42,26 @@ def plot_games(games: list[tuple[str, list[Path]]], out: Path) -> Path:
     return out
 
 
+def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
+    """Draws running reward against agent steps for every run on one panel, a colour per group."""
+    figure = Figure(figsize=(8, 4.5))
+    axis = figure.subplots()
+    for index, (name, runs) in enumerate(groups):
+        for number, run in enumerate(runs):
+            label = f"{name} ({len(runs)} seeds)" if number == 0 else None
+            rows = [row for row in read_metrics(run / "metrics.csv") if row["episodes"] > 0]
+            axis.plot(
+                [row["env_steps"] / 1e6 for row in rows], [row["running_reward"] for row in rows],
+                color=f"C{index}", linewidth=1.0, label=label,
+            )  # fmt: skip
+    axis.set(xlabel="agent steps (millions)", ylabel="running reward")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -43,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a game's name, then its run folders",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--overlay", action="store_true", help="all groups on one panel, against steps")
     args = parser.parse_args(argv)
     games = [(name, [Path(run) for run in runs]) for name, *runs in args.game]
-    print(plot_games(games, args.out))
+    print((plot_overlaid if args.overlay else plot_games)(games, args.out))
     return 0
 
 

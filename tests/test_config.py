@@ -131,6 +131,18 @@ def test_missing_file(tmp_path):
         (["model.temperature=0"], "model.temperature: got 0.0, expected a positive number"),
         (["model.sigma=-1"], "model.sigma: got -1.0, expected a positive standard deviation"),
         (["env.kwargs=[1, 2]"], "env.kwargs: got list [1, 2], expected a mapping"),
+        (["train.gae_lambda=0.95"], "train.gae_lambda: got 0.95, expected null, or model.value_head: true"),
+        (["model.value_head=true", "train.gae_lambda=1.5"], "train.gae_lambda: got 1.5, expected null"),
+        (["train.value_loss_weight=-1"], "train.value_loss_weight: got -1.0, expected a weight >= 0"),
+        (["train.entropy_weight=-0.1"], "train.entropy_weight: got -0.1, expected a weight >= 0"),
+        (
+            ["env.id=LQR", "model.kind=linear_gaussian", "model.value_head=true"],
+            "model.value_head: got True, expected false with model.kind linear_gaussian",
+        ),
+        (
+            ["model.output=sigmoid", "train.entropy_weight=0.01"],
+            "train.entropy_weight: got 0.01, expected 0 unless model.kind is mlp or conv, softmax",
+        ),
     ],
 )
 def test_policy_families_and_lqr_settings_are_checked(overrides, message):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, Record, StopAt, timing_free
 
+import pgkeras
 from pgkeras.config import ConfigError, load_config
 from pgkeras.envs import make_env
 from pgkeras.evaluation import play_one_episode_each
@@ -125,6 +126,27 @@ def test_checkpoints_change_nothing_and_every_resume_is_exact(tmp_path, backend)
         weights = keras.models.load_model(tmp_path / run / "model.keras").get_weights()
         for a, b in zip(uninterrupted, weights, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_value_head_run_with_gae_and_entropy_resumes_exactly(tmp_path):
+    """The actor-critic additions keep resume exact: the value output's weights and Adam's moments
+    for both outputs come back from the checkpoint, and GAE sees the same values."""
+    overrides = [*TINY_PONG, "rollout.backend=local", "train.max_steps=null", "model.value_head=true",
+                 "train.gae_lambda=0.95", "train.entropy_weight=0.01"]  # fmt: skip
+    config = load_config(CONFIGS / "pong.yaml", overrides)
+    train(config, tmp_path / "first", callbacks=[StopAt(5)])
+    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
+    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(5)])
+    first = read_metrics(tmp_path / "first" / "metrics.csv")
+    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
+    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras")
+    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras")
+    assert uninterrupted.output_names == resumed.output_names and len(uninterrupted.outputs) == 2
+    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The two-output model plays as a one-output policy does.
+    scores = pgkeras.play(tmp_path / "resumed", num_episodes=1, max_steps=300, report=lambda line: None)
+    assert len(scores) == 1
 
 
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
