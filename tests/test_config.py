@@ -29,8 +29,7 @@ def test_reset_on_reward_defaults_by_game():
     """Per-point returns suit Pong only; elsewhere a reset at every reward would make each return
     the immediate reward."""
     assert load_config(CONFIGS / "pong.yaml").train.reset_on_reward is True
-    cartpole = ["env.id=CartPole-v1", "env.frames=difference"]  # pong.yaml's frame beside it is Atari only
-    assert load_config(CONFIGS / "pong.yaml", cartpole).train.reset_on_reward is False
+    assert load_config(CONFIGS / "pong.yaml", ["env.id=CartPole-v1"]).train.reset_on_reward is False
     assert load_config(None, ["env.id=Acrobot-v1"]).train.reset_on_reward is False
     assert load_config(None, ["env.id=CartPole-v1", "train.reset_on_reward=true"]).train.reset_on_reward
 

@@ -64,7 +64,7 @@ def test_ray_batches_have_the_structure_and_statistics_of_local_ones():
     env.close()
 
     for batch in (local, remote):
-        assert batch.observations.dtype == np.int8 and batch.observations.shape[1] == 2 * 6400
+        assert batch.observations.dtype == np.int8 and batch.observations.shape[1] == 6400
         assert batch.actions.dtype == np.int32 and set(np.unique(batch.actions)) <= {0, 1}
         assert 1000 <= len(batch.actions) < 1600 and batch.num_env_steps >= len(batch.actions)
         assert set(np.unique(batch.rewards)) <= {-1.0, 0.0, 1.0}

@@ -94,7 +94,7 @@ def test_model_that_does_not_fit_the_game_is_refused(tmp_path):
     result = run(SCRIPTS / "play_pong.py", "--model", model_path, "--config", CONFIGS / "pong.yaml",
                  "--video", video)  # fmt: skip
     assert result.returncode == 2
-    assert "(None, 4) -> (None, 2)" in result.stderr and "(None, 12800) -> (None, 2)" in result.stderr
+    assert "(None, 4) -> (None, 2)" in result.stderr and "(None, 6400) -> (None, 2)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not video.exists()
 

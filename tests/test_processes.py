@@ -115,7 +115,7 @@ def test_a_dead_worker_stops_collection_with_one_line_and_leaves_nothing_behind(
 
 
 def test_a_worker_that_fails_to_start_says_why():
-    config = pong_config("env.id=NoSuchGame-v0", "model.kind=mlp", "env.frames=difference")
+    config = pong_config("env.id=NoSuchGame-v0", "model.kind=mlp")
     failure = r"^rollout worker 0: ValueError: env.id: cannot make 'NoSuchGame-v0'"
     with pytest.raises(RolloutWorkerError, match=failure):
         ProcessRolloutCollector(config, games_seed=0, first_update=0)

@@ -41,7 +41,7 @@ def test_short_pong_run_writes_every_artefact_and_resumes(tmp_path):
     assert all(np.isfinite(row["loss"]) and row["steps_per_second"] > 0 for row in rows)
 
     model = keras.models.load_model(run_dir / "model.keras")
-    assert model.input_shape == (None, 12800) and model.output_shape == (None, 2)  # the frame, its difference
+    assert model.input_shape == (None, 6400) and model.output_shape == (None, 2)
     best = keras.models.load_model(run_dir / "best.keras")  # copied from a checkpoint's file
     assert [w.shape for w in best.get_weights()] == [w.shape for w in model.get_weights()]
     state = json.loads(sorted((run_dir / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())
