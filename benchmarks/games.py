@@ -7,7 +7,7 @@ per game, so that recipes for different games can be seen side by side:
 With `--overlay`, the groups (recipes of one game, say) share one panel of running reward against
 agent steps, a colour per group:
 
-    python benchmarks/games.py --overlay --game REINFORCE results/checkpoint-games/pong-seed* \
+    python benchmarks/games.py --overlay --game REINFORCE results/checkpoint-games/pong-seed* \\
         --game "GAE 0.95" results/issue22/gae095/pong-seed* --out ../docs/images/pong_recipes.png
 """
 
