@@ -147,7 +147,13 @@ class TrainConfig:
     """How Keras reduces the weighted per-sample losses: their mean (its default), or their sum,
     whose gradient is Karpathy's gradient summed over the batch."""
     learning_rate: float = 1e-3
-    """Optimizer step size."""
+    """Optimizer step size (at the start, with `learning_rate_final`)."""
+    learning_rate_final: float | None = None
+    """null: the step size stays `learning_rate`. A number: before each update the step size is set
+    on a straight line from `learning_rate` at agent step 0 to this at `learning_rate_decay_steps`,
+    and stays there after; a function of the run's agent steps, so a resumed run takes the same steps."""
+    learning_rate_decay_steps: int | None = None
+    """Agent steps (summed over all games) over which the step size reaches `learning_rate_final`."""
     rmsprop_rho: float = 0.99
     """RMSprop's decay of the running mean of squared gradients (Karpathy's `decay_rate`)."""
     gamma: float = 0.99
@@ -345,6 +351,8 @@ def save_config(config: Config, path: Path) -> None:
 
 RESUMABLE_CHANGES = (
     "train.learning_rate",
+    "train.learning_rate_final",
+    "train.learning_rate_decay_steps",
     "train.max_steps",
     "train.stop_at_running_reward",
     "train.checkpoint_every",
@@ -591,6 +599,19 @@ def validate(config: Config, source: str = "config") -> None:
         fail("model.kind", model.kind, "mlp, conv or tabular_softmax (linear_gaussian needs env.id LQR)")
     if not train.learning_rate > 0:
         fail("train.learning_rate", train.learning_rate, "a positive number such as 1e-3")
+    if train.learning_rate_final is not None and not train.learning_rate_final >= 0:
+        fail("train.learning_rate_final", train.learning_rate_final, "null or a number >= 0 such as 1e-4")
+    if (train.learning_rate_final is None) != (train.learning_rate_decay_steps is None):
+        fail(
+            "train.learning_rate_decay_steps",
+            train.learning_rate_decay_steps,
+            "a number of agent steps together with train.learning_rate_final "
+            f"(got {train.learning_rate_final}), or both null",
+        )
+    if train.learning_rate_decay_steps is not None and not train.learning_rate_decay_steps >= 1:
+        fail(
+            "train.learning_rate_decay_steps", train.learning_rate_decay_steps, "a number of agent steps >= 1"
+        )
     if not 0.0 <= train.rmsprop_rho < 1.0:
         fail("train.rmsprop_rho", train.rmsprop_rho, "a number in [0, 1)")
     if not 0.0 <= train.gamma <= 1.0:

@@ -347,6 +347,8 @@ def _loop(
         callbacks.on_train_batch_begin(0)
         started = time.perf_counter()
         batch = collector.collect_batch(sampler)
+        if train_config.learning_rate_final is not None:
+            model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
         loss = update_policy(
             model, batch.observations, batch.actions, batch_advantages(model, batch, train_config),
             train_config.minibatch_size, config.model.gaussian_sigma,
@@ -383,6 +385,22 @@ def _loop(
             break
     callbacks.on_train_end(logs)
     return interrupted
+
+
+def learning_rate_at(train: TrainConfig, env_steps: int) -> float:
+    """The step size of the update that starts after `env_steps` agent steps: `train.learning_rate`,
+    or with `train.learning_rate_final` the point at `env_steps` on the straight line from
+    `learning_rate` (step 0) to `learning_rate_final` (`learning_rate_decay_steps` and after).
+
+    Example:
+        >>> train = TrainConfig(learning_rate=1e-3, learning_rate_final=1e-4, learning_rate_decay_steps=1000)
+        >>> [round(learning_rate_at(train, steps), 6) for steps in (0, 500, 1000, 5000)]
+        [0.001, 0.00055, 0.0001, 0.0001]
+    """
+    if train.learning_rate_final is None:
+        return train.learning_rate
+    done = min(1.0, env_steps / train.learning_rate_decay_steps)
+    return train.learning_rate + (train.learning_rate_final - train.learning_rate) * done
 
 
 def batch_advantages(model: keras.Model, batch: Batch, train: TrainConfig) -> np.ndarray:

@@ -136,6 +136,18 @@ def test_missing_file(tmp_path):
         (["train.value_loss_weight=-1"], "train.value_loss_weight: got -1.0, expected a weight >= 0"),
         (["train.entropy_weight=-0.1"], "train.entropy_weight: got -0.1, expected a weight >= 0"),
         (
+            ["train.learning_rate_final=1e-4"],
+            "train.learning_rate_decay_steps: got None, expected a number of agent steps together with",
+        ),
+        (
+            ["train.learning_rate_final=-1", "train.learning_rate_decay_steps=1000"],
+            "train.learning_rate_final: got -1.0, expected null or a number >= 0",
+        ),
+        (
+            ["train.learning_rate_final=1e-4", "train.learning_rate_decay_steps=0"],
+            "train.learning_rate_decay_steps: got 0, expected a number of agent steps >= 1",
+        ),
+        (
             ["env.id=LQR", "model.kind=linear_gaussian", "model.value_head=true"],
             "model.value_head: got True, expected false with model.kind linear_gaussian",
         ),

@@ -149,6 +149,33 @@ def test_a_value_head_run_with_gae_and_entropy_resumes_exactly(tmp_path):
     assert len(scores) == 1
 
 
+def test_a_learning_rate_schedule_sets_each_update_and_resumes_exactly(tmp_path):
+    """`train.learning_rate_final`: each update's step size is the straight line's value at the
+    agent steps before it, falling to the final value and staying there; a resumed run takes the
+    same steps, so its rows and weights are those of the run never stopped."""
+    overrides = ["train.max_steps=null", "train.checkpoint_every=2", "train.learning_rate_final=1e-3",
+                 "train.learning_rate_decay_steps=1000"]  # fmt: skip
+    config = load_config(CONFIGS / "cartpole.yaml", overrides)
+    seen = []  # (agent steps after the update, its step size)
+    record = Record(
+        lambda logs, model: seen.append((logs["env_steps"], float(model.optimizer.learning_rate)))
+    )
+    train(config, tmp_path / "first", callbacks=[record, StopAt(8)])
+    steps_before = [0] + [steps for steps, _ in seen[:-1]]
+    expected = [1e-2 - 9e-3 * min(1.0, steps / 1000) for steps in steps_before]
+    np.testing.assert_allclose([rate for _, rate in seen], expected, rtol=1e-6)
+    assert steps_before[-2] > 1000 and seen[-1][1] == pytest.approx(1e-3)  # it reached the end and stayed
+
+    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
+    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(8)])
+    first = read_metrics(tmp_path / "first" / "metrics.csv")
+    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
+    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
+    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
     config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
     run_dir = tmp_path / "run"
