@@ -10,7 +10,8 @@ model is saved the moment the running reward first reaches each threshold
 (`RUN/crossings/running+0.keras`, ...), and each of those policies then plays `--eval-episodes`
 separate full games (sampled actions, the run's own game settings). The final policy also plays
 them with ALE v5's sticky actions (`--sticky-action-prob`, 0.25), which deterministic Pong without
-them cannot be memorised against.
+them cannot be memorised against. The medians count a run that never reached a threshold as later
+than every run that did, so they are printed while more than half of the runs reached it.
 """
 
 from __future__ import annotations
@@ -149,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(hit[1])
             if score is not None:
                 points.append(score)
-        complete = len(minutes) == len(table)
-        median = f"{statistics.median(minutes):14.1f}" if complete else f"{'-':>14}"
-        median_steps = f"{statistics.median(steps):12,.0f}" if complete else f"{'-':>12}"
+        # A run that never got there counts as later than every run that did: the median exists
+        # while more than half of the runs got there.
+        missing = [math.inf] * (len(table) - len(minutes))
+        known = len(minutes) > len(table) / 2
+        median = f"{statistics.median([*minutes, *missing]):14.1f}" if known else f"{'-':>14}"
+        median_steps = f"{statistics.median([*steps, *missing]):12,.0f}" if known else f"{'-':>12}"
         median_score = f"{statistics.median(points):+12.1f}" if len(points) == len(table) else f"{'-':>12}"
         print(f"{threshold:>+15d} | " + " | ".join(cells) + f" | {median} | {median_steps} | {median_score}")
     print(f"(score: mean reward of the policy saved at that moment over {args.eval_episodes} full games)")
