@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--eval-episodes", type=int, default=10, help="full games per saved policy (0: none)")
     parser.add_argument(
+        "--score-at", nargs="*", type=int, default=list(THRESHOLDS), metavar="LEVEL",
+        help="score only the policies saved at these thresholds, e.g. --score-at 10 20 (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sticky-action-prob", type=float, default=0.25, help="sticky actions for the final policy's games"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("runs/learning"))
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in run_dirs:
         scores[str(run)] = {
             threshold: full_game_score(snapshot_path(run, threshold), run, args.eval_episodes)
-            if args.eval_episodes and snapshot_path(run, threshold).is_file()
+            if args.eval_episodes and threshold in args.score_at and snapshot_path(run, threshold).is_file()
             else None
             for threshold in THRESHOLDS
         }
