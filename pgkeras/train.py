@@ -347,8 +347,8 @@ def _loop(
         callbacks.on_train_batch_begin(0)
         started = time.perf_counter()
         batch = collector.collect_batch(sampler)
-        if train_config.learning_rate_final is not None:
-            model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
+        # The config's step size, not the checkpoint's: a resume may lower it or change its schedule.
+        model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
         loss = update_policy(
             model, batch.observations, batch.actions, batch_advantages(model, batch, train_config),
             train_config.minibatch_size, config.model.gaussian_sigma,
@@ -430,8 +430,7 @@ def _start_or_resume(
         # Stopped (killed) before its first checkpoint: nothing to continue, so start it over.
         progress.note(f"{run_dir} has no checkpoint yet: starting the run from update 0")
     if checkpointed:
-        model, state, games = load_latest_checkpoint(run_dir)
-        model.optimizer.learning_rate.assign(config.train.learning_rate)  # it may have been lowered
+        model, state, games = load_latest_checkpoint(run_dir)  # _loop sets the step size
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
     else:
