@@ -87,6 +87,7 @@ def pgkeras_trainer(
     config_path: str,
     workers: int | None = None,
     others: tuple = (),
+    settings: tuple[str, ...] = (),
 ) -> float:
     """Agent steps per second of `pgkeras.train.train` in steady state (after `WARMUP_UPDATES`),
     collection, updates, checkpoints and curve refreshes included. With `workers`, the Ray
@@ -96,7 +97,7 @@ def pgkeras_trainer(
     `SLICE_SECONDS` or more of trainer time, each plays as long as the trainer just did, while
     the trainer waits, and that wait is not counted as trainer time. The loops thus share the same
     stretches of this machine's load, which on a shared machine moves by more than the
-    differences being measured.
+    differences being measured. `settings` are `--set` overrides of the config (`KEY=VALUE`).
     """
     import keras
 
@@ -104,9 +105,9 @@ def pgkeras_trainer(
     from pgkeras.metrics import ProgressLine
     from pgkeras.train import train
 
-    base = load_config(config_path)
+    base = load_config(config_path, list(settings))
     groups = base.env.num_groups
-    overrides = ["train.max_steps=null"]
+    overrides = [*settings, "train.max_steps=null"]
     if workers is not None:
         overrides += ["rollout.backend=ray", f"rollout.num_workers={workers}"]
     elif base.rollout.backend != "local":

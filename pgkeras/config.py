@@ -228,6 +228,11 @@ class RolloutConfig:
     worker_timeout: float = 600.0
     """Seconds the trainer waits for a worker's share of a batch (or its games at a checkpoint)
     before it stops the run with an error: a worker that hangs ends the run, it does not hang it."""
+    asynchronous: bool = False
+    """`processes` only: the workers collect the next batch, with the weights from before the
+    update, while the trainer runs `model.fit` on this one, so the games never wait for the update;
+    every batch after the first is then played by a policy one update old. Deterministic, and
+    resumed exactly (a checkpoint saves the batch collected ahead)."""
 
 
 @dataclass
@@ -365,10 +370,12 @@ RESUMABLE_CHANGES = (
     "rollout.backend",
     "rollout.num_workers",
     "rollout.worker_timeout",
+    "rollout.asynchronous",
     "ray.address",
 )
 """Settings a resumed run may change: the learning rate (to recover from a divergence), and settings
-that affect neither the model nor the kind of data it learns from (where the games are played)."""
+that affect neither the model nor the kind of data it learns from (where the games are played, and
+whether the next batch is collected during the update)."""
 
 
 def check_resume_changes(saved: Config, config: Config, source: str) -> None:
@@ -673,6 +680,8 @@ def _validate_rollout(config: Config, fail: typing.Callable[[str, Any, str], Non
         fail("rollout.num_workers", rollout.num_workers, "an integer >= 1")
     if not rollout.worker_timeout > 0:
         fail("rollout.worker_timeout", rollout.worker_timeout, "a positive number of seconds such as 600")
+    if rollout.asynchronous and rollout.backend != "processes":
+        fail("rollout.asynchronous", rollout.asynchronous, "false unless rollout.backend is processes")
     if rollout.backend == "local":
         return
     if rollout.backend == "ray" and importlib.util.find_spec("ray") is None:

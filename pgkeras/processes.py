@@ -42,6 +42,8 @@ START_TIMEOUT_SECONDS = 120.0
 """How long the trainer waits for a worker to build its games."""
 STOP_TIMEOUT_SECONDS = 10.0
 """How long `close` waits for a worker to exit before killing it."""
+PENDING = "pending."
+"""Prefix, within a worker's saved games, of its share of the batch collected ahead."""
 
 
 def _serve(connection: Connection, config_data: dict[str, Any], worker: int, games_seed: int) -> None:
@@ -110,6 +112,9 @@ class ProcessRolloutCollector:
 
     def __init__(self, config: Config, games_seed: int, first_update: int):
         self._update = first_update
+        self._asynchronous = config.rollout.asynchronous
+        self._in_flight = False  # shares requested and not yet received
+        self._held: list[Batch] | None = None  # shares received ahead of `collect_batch`
         self._timeout = config.rollout.worker_timeout
         context = multiprocessing.get_context("spawn")
         data = config_to_dict(config)
@@ -176,14 +181,36 @@ class ProcessRolloutCollector:
         """Sends the policy's weights to every worker, lets each collect its share, and joins the
         shares in worker order.
 
+        With `rollout.asynchronous`, the workers are then sent the same weights at once and collect
+        the next batch while the trainer updates the model with this one: each batch after the first
+        is played by the weights from before the previous update (a policy lag of one update).
+
         Args:
             policy: a Dense-only policy; its `parameters` go to the workers, which draw their own
                 actions (see `RolloutWorker.collect`).
         """
         parameters = policy.parameters
+        if self._in_flight:
+            batch = concatenate_batches(self._receive())  # copies the observations out of shared memory
+        elif self._held is not None:
+            batch, self._held = concatenate_batches(self._held), None
+        else:
+            self._request(parameters)
+            batch = concatenate_batches(self._receive())
+        if self._asynchronous:
+            self._request(parameters)
+        return batch
+
+    def _request(self, parameters) -> None:
+        """Asks every worker for its share of the next batch, played with `parameters`."""
         self._update += 1
         for worker, memory in enumerate(self._memories):
             self._send(worker, ("collect", parameters, self._update, None if memory is None else memory.name))
+        self._in_flight = True
+
+    def _receive(self) -> list[Batch]:
+        """Every worker's share of the batch requested last, in worker order; the observations of a
+        share may lie in the worker's shared memory, which its next share overwrites."""
         parts = []
         for worker, memory in enumerate(self._memories):
             (batch,) = self._answer(worker, "batch")
@@ -197,18 +224,33 @@ class ProcessRolloutCollector:
                     memory.unlink()
                 self._memories[worker] = SharedMemory(create=True, size=max(1, 2 * batch.observations.nbytes))
             parts.append(batch)
-        return concatenate_batches(parts)  # copies the observations out of shared memory
+        self._in_flight = False
+        return parts
+
+    def _hold(self) -> None:
+        """Waits for the batch the workers are collecting ahead, and keeps a copy for the next
+        `collect_batch`, so that the games can be saved, or restarted, between two batches."""
+        if self._in_flight:
+            self._held = [part._replace(observations=np.array(part.observations)) for part in self._receive()]
 
     def get_state(self) -> GameState:
-        """Every worker's games (`RolloutWorker.get_state`), keys prefixed `w0.`, `w1.`..."""
+        """Every worker's games (`RolloutWorker.get_state`), keys prefixed `w0.`, `w1.`..., and with
+        `rollout.asynchronous` each worker's share of the batch collected ahead (`w0.pending.*`), which
+        the next `collect_batch` returns."""
+        self._hold()
         for worker in range(len(self._connections)):
             self._send(worker, ("get_state",))
-        return join_worker_states(
-            [self._answer(worker, "state")[0] for worker in range(len(self._connections))]
-        )
+        states = [self._answer(worker, "state")[0] for worker in range(len(self._connections))]
+        if self._held is not None:
+            for state, part in zip(states, self._held, strict=True):
+                state.update({f"{PENDING}{key}": np.asarray(value) for key, value in part._asdict().items()})
+        return join_worker_states(states)
 
     def restart(self, games_seed: int) -> None:
-        """Every worker drops its games and starts new ones (`RolloutWorker.restart`)."""
+        """Every worker drops its games and starts new ones (`RolloutWorker.restart`); a batch
+        collected ahead is dropped with them."""
+        self._hold()
+        self._held = None
         for worker in range(len(self._connections)):
             self._send(worker, ("restart", games_seed))
         for worker in range(len(self._connections)):
@@ -216,16 +258,26 @@ class ProcessRolloutCollector:
 
     def set_state(self, state: GameState) -> None:
         """Continues every worker's games from a `get_state` (the trainer checks first that the
-        state was saved by the same workers and games: `pgkeras.train.games_layout`).
+        state was saved by the same workers and games: `pgkeras.train.games_layout`), and returns a
+        batch saved as collected ahead from the next `collect_batch`, whatever `rollout.asynchronous`.
 
         Raises:
             ValueError: the state was saved by another number of workers.
         """
+        self._hold()
         parts = split_worker_states(state, len(self._connections))
+        held = []
         for worker, part in enumerate(parts):
+            pending = {key[len(PENDING) :]: part.pop(key) for key in list(part) if key.startswith(PENDING)}
+            if pending:
+                pending["num_env_steps"] = int(pending["num_env_steps"])
+                held.append(Batch(**pending))
             self._send(worker, ("set_state", part))
         for worker in range(len(self._connections)):
             self._answer(worker, "state_set")
+        if held:
+            self._held = held
+            self._update += 1  # its actions were drawn with the seed of the update after the saved one
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers."""

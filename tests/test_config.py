@@ -94,6 +94,11 @@ def test_round_trip_through_saved_yaml():
         ("", ["train.gamma"], r"--set 'train.gamma': expected KEY=VALUE"),
         ("", ["train.gama=0.9"], r"--set: unknown key 'train.gama'; did you mean 'train.gamma'\?"),
         ("", ["train.episodes_per_update=10"], r"exactly one of train.episodes_per_update"),
+        (
+            "rollout:\n  backend: local\n  asynchronous: true\n",
+            [],
+            r"rollout.asynchronous: got True, expected false unless rollout.backend is processes",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_naming_file_and_key(tmp_path, text, overrides, message):

@@ -92,6 +92,36 @@ def test_process_batches_are_the_in_process_workers_batches():
             worker.env.close()
 
 
+def test_asynchronous_workers_play_each_batch_with_the_weights_of_the_batch_before():
+    """`rollout.asynchronous`: batch 1 is played by the weights it is handed, every later batch by
+    the weights handed with the batch before (a lag of one update), and saving the games mid-way
+    saves the batch collected ahead, which new workers hand out next as the old ones would have."""
+    config = pong_config("env.num_groups=1", "rollout.asynchronous=true")
+    first, second, third = (fresh_policy_parameters(pong_config(f"seed={seed}")) for seed in (1, 2, 3))
+    expected_workers = [RolloutWorker(config_to_dict(config), worker, games_seed=7) for worker in range(2)]
+    collector = ProcessRolloutCollector(config, games_seed=7, first_update=0)
+
+    def check(got, parameters, update):
+        expected = concatenate_batches([worker.collect(parameters, update)[0] for worker in expected_workers])
+        for name in got._fields:
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+    try:
+        check(collector.collect_batch(NumpyPolicy(first, None)), first, 1)
+        check(collector.collect_batch(NumpyPolicy(second, None)), first, 2)  # collected during update 1
+        games = collector.get_state()  # waits for batch 3, played by `second`, and saves it
+        assert {"w0.pending.observations", "w1.pending.actions"} <= set(games)
+        collector.close()
+        collector = ProcessRolloutCollector(config, games_seed=11, first_update=2)
+        collector.set_state(games)
+        check(collector.collect_batch(NumpyPolicy(third, None)), second, 3)
+        check(collector.collect_batch(NumpyPolicy(third, None)), third, 4)
+    finally:
+        collector.close()
+        for worker in expected_workers:
+            worker.env.close()
+
+
 def test_a_dead_worker_stops_collection_with_one_line_and_leaves_nothing_behind():
     before = shared_memory_blocks()
     config = pong_config()

@@ -102,14 +102,17 @@ def test_lqr_linear_gaussian_learns_the_riccati_gain(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["processes", "local"])
+@pytest.mark.parametrize("backend", ["processes", "processes-asynchronous", "local"])
 def test_checkpoints_change_nothing_and_every_resume_is_exact(tmp_path, backend):
     """Determinism; checkpoints are invisible to the games (a checkpoint after every update gives
     the rows and weights of one checkpoint at the end); and a run stopped between periodic
-    checkpoints (as by Ctrl-C) and resumed gives the same weights and rows as never stopping."""
+    checkpoints (as by Ctrl-C) and resumed gives the same weights and rows as never stopping. With
+    `rollout.asynchronous` too: a checkpoint saves the batch the workers collected ahead."""
+    backend, _, asynchronous = backend.partition("-")
     # 2 games per worker (processes) or 4 in 2 groups (local), long enough for episodes to end.
     games = "env.num_envs=2" if backend == "processes" else "env.num_envs=4"
-    overrides = [*TINY_PONG, games, "train.max_steps=null", f"rollout.backend={backend}"]
+    overrides = [*TINY_PONG, games, "train.max_steps=null", f"rollout.backend={backend}",
+                 f"rollout.asynchronous={bool(asynchronous)}"]  # fmt: skip
     config = load_config(CONFIGS / "pong.yaml", [*overrides, "train.checkpoint_every=1000"])
     train(config, tmp_path / "first", callbacks=[StopAt(8)])
     first = read_metrics(tmp_path / "first" / "metrics.csv")
