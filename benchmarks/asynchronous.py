@@ -5,7 +5,9 @@ as the config has it, and the trainer with the workers playing ahead, for `--sec
 
 The trainer cannot take turns with the ceiling as in `throughput.py`: its workers would play on
 during the ceiling's turn. Alternating whole stretches instead, the loops meet nearly the same load;
-the ratios of each round, and their medians, are what to compare.
+the ratios of each round, and their medians, are what to compare. It also reports the mean time
+of one `model.fit` update in each mode: with the workers playing beside it, the update shares the
+cores with them.
 
     python benchmarks/asynchronous.py --seconds 20 --rounds 3
 """
@@ -13,12 +15,30 @@ the ratios of each round, and their medians, are what to compare.
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
+import time
 
 from throughput import CeilingLoop, pgkeras_trainer
 
 from pgkeras.cli import quiet_tensorflow
+
+
+def timing_updates(clock: dict) -> None:
+    """Wraps `pgkeras.train.update_policy` to add each call's seconds and count to `clock`."""
+    module = importlib.import_module("pgkeras.train")
+    update_policy = module.update_policy
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return update_policy(*args, **kwargs)
+        finally:
+            clock["seconds"] += time.perf_counter() - started
+            clock["updates"] += 1
+
+    module.update_policy = timed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,27 +51,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/pong.yaml", help="the trainer's config (processes)")
     args = parser.parse_args(argv)
     quiet_tensorflow()
+    clock = {"seconds": 0.0, "updates": 0}
+    timing_updates(clock)
     rows = []
     print(
         f"{'round':<6} {'ceiling':>9} {'trainer':>9} {'ahead':>9} {'trainer/ceiling':>16} "
-        f"{'ahead/ceiling':>14} {'ahead/trainer':>14}"
+        f"{'ahead/ceiling':>14} {'ahead/trainer':>14} {'fit ms':>7} {'ahead':>6}"
     )
     for round_ in range(1, args.rounds + 1):
         ceiling = CeilingLoop(args.num_envs)
         ceiling.play(args.seconds)
         ceiling.close()
         ceiling_rate = ceiling.steps / ceiling.seconds
-        settings = [(f"rollout.asynchronous={on}",) for on in (False, True)]
-        rates = [pgkeras_trainer(args.seconds, args.num_envs, args.config, settings=s) for s in settings]
+        rates, fit_ms = [], []
+        for on in (False, True):
+            clock.update(seconds=0.0, updates=0)
+            settings = (f"rollout.asynchronous={on}",)
+            rates.append(pgkeras_trainer(args.seconds, args.num_envs, args.config, settings=settings))
+            fit_ms.append(1000 * clock["seconds"] / clock["updates"])
         rows.append((ceiling_rate, *rates))
         print(
             f"{round_:<6} {ceiling_rate:>9,.0f} {rates[0]:>9,.0f} {rates[1]:>9,.0f} "
-            f"{rates[0] / ceiling_rate:>16.0%} {rates[1] / ceiling_rate:>14.0%} {rates[1] / rates[0]:>14.3f}"
+            f"{rates[0] / ceiling_rate:>16.0%} {rates[1] / ceiling_rate:>14.0%} {rates[1] / rates[0]:>14.3f} "
+            f"{fit_ms[0]:>7.0f} {fit_ms[1]:>6.0f}"
         )
     medians = [statistics.median(row[i] / row[j] for row in rows) for i, j in ((1, 0), (2, 0), (2, 1))]
     print(
         f"{'median':<6} {'':>9} {'':>9} {'':>9} {medians[0]:>16.0%} {medians[1]:>14.0%} {medians[2]:>14.3f}"
     )
+    print("(agent steps/s; fit ms: mean time of one model.fit update, synchronous and ahead)")
     return 0
 
 
