@@ -233,6 +233,14 @@ class ProcessRolloutCollector:
         if self._in_flight:
             self._held = [part._replace(observations=np.array(part.observations)) for part in self._receive()]
 
+    def _drop_ahead(self) -> None:
+        """Waits for any batch collected ahead and drops it, with its update's seed, before the
+        games are replaced."""
+        self._hold()
+        if self._held is not None:
+            self._held = None
+            self._update -= 1
+
     def get_state(self) -> GameState:
         """Every worker's games (`RolloutWorker.get_state`), keys prefixed `w0.`, `w1.`..., and with
         `rollout.asynchronous` each worker's share of the batch collected ahead (`w0.pending.*`), which
@@ -249,8 +257,7 @@ class ProcessRolloutCollector:
     def restart(self, games_seed: int) -> None:
         """Every worker drops its games and starts new ones (`RolloutWorker.restart`); a batch
         collected ahead is dropped with them."""
-        self._hold()
-        self._held = None
+        self._drop_ahead()
         for worker in range(len(self._connections)):
             self._send(worker, ("restart", games_seed))
         for worker in range(len(self._connections)):
@@ -258,13 +265,14 @@ class ProcessRolloutCollector:
 
     def set_state(self, state: GameState) -> None:
         """Continues every worker's games from a `get_state` (the trainer checks first that the
-        state was saved by the same workers and games: `pgkeras.train.games_layout`), and returns a
-        batch saved as collected ahead from the next `collect_batch`, whatever `rollout.asynchronous`.
+        state was saved by the same workers and games: `pgkeras.train.games_layout`). A batch the
+        state holds as collected ahead is what the next `collect_batch` returns, whatever
+        `rollout.asynchronous`; one collected ahead of the replaced games is dropped.
 
         Raises:
             ValueError: the state was saved by another number of workers.
         """
-        self._hold()
+        self._drop_ahead()
         parts = split_worker_states(state, len(self._connections))
         held = []
         for worker, part in enumerate(parts):

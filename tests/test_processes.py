@@ -94,8 +94,9 @@ def test_process_batches_are_the_in_process_workers_batches():
 
 def test_asynchronous_workers_play_each_batch_with_the_weights_of_the_batch_before():
     """`rollout.asynchronous`: batch 1 is played by the weights it is handed, every later batch by
-    the weights handed with the batch before (a lag of one update), and saving the games mid-way
-    saves the batch collected ahead, which new workers hand out next as the old ones would have."""
+    the weights handed with the batch before (a lag of one update), saving the games mid-way
+    saves the batch collected ahead, which new workers hand out next as the old ones would have,
+    and a restart drops it."""
     config = pong_config("env.num_groups=1", "rollout.asynchronous=true")
     first, second, third = (fresh_policy_parameters(pong_config(f"seed={seed}")) for seed in (1, 2, 3))
     expected_workers = [RolloutWorker(config_to_dict(config), worker, games_seed=7) for worker in range(2)]
@@ -116,6 +117,15 @@ def test_asynchronous_workers_play_each_batch_with_the_weights_of_the_batch_befo
         collector.set_state(games)
         check(collector.collect_batch(NumpyPolicy(third, None)), second, 3)
         check(collector.collect_batch(NumpyPolicy(third, None)), third, 4)
+        # A restart drops the batch collected ahead (update 5) with the old games: update 5 is
+        # played anew, in the new games.
+        collector.restart(13)
+        restarted = [RolloutWorker(config_to_dict(config), worker, games_seed=13) for worker in range(2)]
+        expected_workers += restarted
+        got = collector.collect_batch(NumpyPolicy(first, None))
+        expected = concatenate_batches([worker.collect(first, 5)[0] for worker in restarted])
+        for name in got._fields:
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     finally:
         collector.close()
         for worker in expected_workers:
