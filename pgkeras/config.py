@@ -181,6 +181,14 @@ class TrainConfig:
     """null: advantages from the discounted returns (REINFORCE). A number in [0, 1]: advantages by
     GAE(lambda) from the value output (needs `model.value_head`); 1 is the return minus the value,
     smaller trades variance for bias. `advantage` then standardises or centres them."""
+    epochs: int = 1
+    """Optimizer steps on each batch. 1: REINFORCE, one step. More: PPO's clipped surrogate written
+    as the trick: before each further step the weights become A * r, with r the ratio of the
+    action's probability now to before the update, and 0 where r has left [1 - clip_range,
+    1 + clip_range] on the side the advantage pushes it (`pgkeras.returns.clipped_sample_weights`).
+    Softmax and sigmoid policies only."""
+    clip_range: float = 0.2
+    """PPO's epsilon: how far, as a ratio, one batch may move an action's probability (`epochs` > 1)."""
     value_loss_weight: float = 0.5
     """Weight of the value output's mean squared error beside the policy's loss (`model.value_head`)."""
     entropy_weight: float = 0.0
@@ -659,6 +667,12 @@ def validate(config: Config, source: str = "config") -> None:
         fail("train.gae_lambda", train.gae_lambda, "null, or model.value_head: true (GAE needs the values)")
     if train.value_loss_weight < 0:
         fail("train.value_loss_weight", train.value_loss_weight, "a weight >= 0 such as 0.5")
+    if train.epochs < 1:
+        fail("train.epochs", train.epochs, "a whole number of optimizer steps per batch >= 1")
+    if train.epochs > 1 and model.gaussian_sigma is not None:
+        fail("train.epochs", train.epochs, f"1 with model.kind {model.kind} (a softmax or sigmoid policy)")
+    if not 0.0 < train.clip_range < 1.0:
+        fail("train.clip_range", train.clip_range, "a ratio in (0, 1) such as 0.2")
     if train.entropy_weight < 0:
         fail("train.entropy_weight", train.entropy_weight, "a weight >= 0 such as 0.01")
     if train.entropy_weight and (model.kind not in ("mlp", "conv") or model.output != "softmax"):

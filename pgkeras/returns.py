@@ -155,3 +155,34 @@ def gae_advantages(
         running = deltas[t] + decay * running
         advantages[t] = running
     return np.array(advantages, dtype=np.float32)
+
+
+def clipped_sample_weights(advantages: np.ndarray, ratios: np.ndarray, clip_range: float) -> np.ndarray:
+    """Sample weights that make the trick's loss follow PPO's clipped surrogate.
+
+    PPO maximises (1/T) * sum_i min(r_i A_i, clip(r_i, 1 - eps, 1 + eps) A_i), with r_i the ratio
+    pi(a_i | s_i) / pi_old(a_i | s_i). Where the minimum takes the clipped term its gradient is 0;
+    elsewhere it is A_i * grad r_i = A_i * r_i * grad log pi(a_i | s_i). The weighted cross-entropy
+    -(1/T) * sum_i w_i log pi(a_i | s_i) has the gradient -(1/T) * sum_i w_i grad log pi, so with
+    w_i = A_i * r_i (0 where clipped), held fixed for one step, its gradient is minus the surrogate's
+    at the current weights: one more step of the trick, with the importance ratio in the weight.
+    With r = 1 (the first step on a batch) the weights are the advantages: REINFORCE.
+
+    Args:
+        advantages: float `(T,)`, the batch's advantages.
+        ratios: float `(T,)`, each sampled action's probability now over its probability before
+            the update.
+        clip_range: PPO's epsilon (`train.clip_range`).
+
+    Returns:
+        float32 `(T,)`.
+
+    Example:
+        >>> advantages, ratios = np.array([1.0, -1.0, 1.0, -1.0]), np.array([1.5, 1.5, 0.5, 0.5])
+        >>> clipped_sample_weights(advantages, ratios, 0.2).tolist()  # 0: moved far enough already
+        [0.0, -1.5, 0.5, 0.0]
+    """
+    advantages = np.asarray(advantages, np.float64)
+    ratios = np.asarray(ratios, np.float64)
+    clipped = ((advantages > 0) & (ratios > 1 + clip_range)) | ((advantages < 0) & (ratios < 1 - clip_range))
+    return np.where(clipped, 0.0, advantages * ratios).astype(np.float32)

@@ -52,7 +52,7 @@ from pgkeras.policies import (
     state_values,
 )
 from pgkeras.processes import ProcessRolloutCollector
-from pgkeras.returns import compute_advantages, gae_advantages
+from pgkeras.returns import clipped_sample_weights, compute_advantages, gae_advantages
 from pgkeras.rollout import Batch, Collector, RolloutCollector, derive_seed
 
 
@@ -349,12 +349,7 @@ def _loop(
         batch = collector.collect_batch(sampler)
         # The config's step size, not the checkpoint's: a resume may lower it or change its schedule.
         model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
-        loss = update_policy(
-            model, batch.observations, batch.actions, batch_advantages(model, batch, train_config),
-            train_config.minibatch_size, config.model.gaussian_sigma,
-            batch.returns if config.model.value_head else None,
-        )  # fmt: skip
-        sampler.refresh()
+        loss = update_on_batch(model, sampler, batch, config)
         callbacks.on_train_batch_end(0, {"loss": loss})
         if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
             if model.stop_training:  # a callback (TerminateOnNaN) ends the run; no checkpoint of it
@@ -385,6 +380,29 @@ def _loop(
             break
     callbacks.on_train_end(logs)
     return interrupted
+
+
+def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, config: Config) -> float:
+    """`train.epochs` steps of the trick on one batch (`update_policy` each), the sampler refreshed
+    after each; returns the last step's loss. From the second step on, each sample's weight is its
+    advantage times the ratio of its action's probability now to before the first step, clipped
+    as PPO does (`clipped_sample_weights`). The ratios come from the trainer's copy of the policy,
+    so with `rollout.asynchronous` "before" is the policy of the update, not the one that played."""
+    train_config = config.train
+    advantages = batch_advantages(model, batch, train_config)
+    rows = np.arange(len(batch.actions))
+    before = sampler.probabilities(batch.observations)[rows, batch.actions] if train_config.epochs > 1 else None
+    weights = advantages
+    for step in range(train_config.epochs):
+        if step:
+            ratios = sampler.probabilities(batch.observations)[rows, batch.actions] / before
+            weights = clipped_sample_weights(advantages, ratios, train_config.clip_range)
+        loss = update_policy(
+            model, batch.observations, batch.actions, weights, train_config.minibatch_size,
+            config.model.gaussian_sigma, batch.returns if config.model.value_head else None,
+        )  # fmt: skip
+        sampler.refresh()
+    return loss
 
 
 def learning_rate_at(train: TrainConfig, env_steps: int) -> float:

@@ -179,6 +179,26 @@ def test_a_learning_rate_schedule_sets_each_update_and_resumes_exactly(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_path):
+    """`train.epochs: 3`: three optimizer steps on each batch, and a resumed run takes the same steps
+    (the ratios come from the batch and the weights, both restored), so its rows and weights are
+    those of the run never stopped."""
+    overrides = ["train.max_steps=null", "train.checkpoint_every=2", "train.epochs=3"]
+    config = load_config(CONFIGS / "cartpole.yaml", overrides)
+    iterations = []
+    record = Record(lambda logs, model: iterations.append(int(model.optimizer.iterations)))
+    train(config, tmp_path / "first", callbacks=[record, StopAt(5)])
+    assert iterations == [3, 6, 9, 12, 15]
+    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
+    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(5)])
+    first = read_metrics(tmp_path / "first" / "metrics.csv")
+    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
+    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
+    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
     config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
     run_dir = tmp_path / "run"

@@ -13,6 +13,7 @@ from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.gradients import actor_critic_gradient, actor_critic_loss, mlp_forward, mlp_policy_gradient
 from pgkeras.policies import build_policy
+from pgkeras.returns import clipped_sample_weights
 from pgkeras.train import pad_to_few_sizes, update_policy
 
 
@@ -79,6 +80,44 @@ def test_analytic_equals_autodiff_equals_finite_differences(seed):
         np.testing.assert_allclose(
             central_differences(loss_of, weight), analytic[index], rtol=1e-5, atol=1e-8
         )
+
+
+def ppo_surrogate(weights, observations, actions, advantages, old_probabilities, clip_range):
+    """PPO's clipped objective (1/T) sum_i min(r_i A_i, clip(r_i, 1 - eps, 1 + eps) A_i) in float64."""
+    total = 0.0
+    for x, a, advantage, old in zip(observations, actions, advantages, old_probabilities, strict=True):
+        ratio = mlp_forward(weights, x)[2][a] / old
+        total += min(ratio * advantage, np.clip(ratio, 1 - clip_range, 1 + clip_range) * advantage)
+    return total / len(actions)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clipped_weights_make_the_trick_follow_ppos_clipped_objective(seed):
+    """`train.epochs` > 1: the cross-entropy weighted by `clipped_sample_weights` has minus the
+    gradient of PPO's surrogate: analytic (the REINFORCE formula with the weights), Keras autodiff
+    of the weighted loss and finite differences of the surrogate itself agree."""
+    rng = np.random.default_rng(200 + seed)
+    model = small_policy(seed)
+    weights = [w.astype(np.float64) for w in model.get_weights()]
+    observations, actions, advantages = random_batch(rng, 16, 6, 3)
+    # The policy before the update: other weights, so that some ratios have left [0.8, 1.2].
+    before = [w + rng.normal(scale=0.15, size=w.shape) for w in weights]
+    old = np.array([mlp_forward(before, x)[2][a] for x, a in zip(observations, actions, strict=True)])
+    now = np.array([mlp_forward(weights, x)[2][a] for x, a in zip(observations, actions, strict=True)])
+    sample_weights = clipped_sample_weights(advantages, now / old, 0.2)
+    assert 0 < np.sum(sample_weights == 0) < len(actions)  # both kinds of sample are in the batch
+
+    analytic = [-g for g in mlp_policy_gradient(weights, observations, actions, sample_weights)]
+    autodiff = keras_autodiff(model, observations, actions, sample_weights)
+    for index, weight in enumerate(weights):
+
+        def minus_surrogate(w, index=index):
+            moved = [*weights[:index], w, *weights[index + 1 :]]
+            return -ppo_surrogate(moved, observations, actions, advantages, old, 0.2)
+
+        numeric = central_differences(minus_surrogate, weight)
+        np.testing.assert_allclose(analytic[index], numeric, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(autodiff[index], numeric, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))
