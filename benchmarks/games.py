@@ -43,7 +43,8 @@ def plot_games(games: list[tuple[str, list[Path]]], out: Path) -> Path:
 
 
 def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
-    """Draws running reward against agent steps for every run on one panel, a colour per group."""
+    """Draws running reward against agent steps for every run on one panel, a colour per group
+    (after ten groups the colours come again, dashed, then dotted)."""
     figure = Figure(figsize=(8, 4.5))
     axis = figure.subplots()
     for index, (name, runs) in enumerate(groups):
@@ -52,7 +53,8 @@ def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
             rows = [row for row in read_metrics(run / "metrics.csv") if row["episodes"] > 0]
             axis.plot(
                 [row["env_steps"] / 1e6 for row in rows], [row["running_reward"] for row in rows],
-                color=f"C{index}", linewidth=1.0, label=label,
+                color=f"C{index % 10}", linestyle=("-", "--", ":")[index // 10 % 3], linewidth=1.0,
+                label=label,
             )  # fmt: skip
     axis.set(xlabel="agent steps (millions)", ylabel="running reward")
     axis.grid(alpha=0.3)
