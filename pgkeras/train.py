@@ -391,7 +391,9 @@ def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, co
     train_config = config.train
     advantages = batch_advantages(model, batch, train_config)
     rows = np.arange(len(batch.actions))
-    before = sampler.probabilities(batch.observations)[rows, batch.actions] if train_config.epochs > 1 else None
+    before = (
+        sampler.probabilities(batch.observations)[rows, batch.actions] if train_config.epochs > 1 else None
+    )
     weights = advantages
     for step in range(train_config.epochs):
         if step:

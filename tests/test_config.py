@@ -140,7 +140,10 @@ def test_missing_file(tmp_path):
         (["model.value_head=true", "train.gae_lambda=1.5"], "train.gae_lambda: got 1.5, expected null"),
         (["train.value_loss_weight=-1"], "train.value_loss_weight: got -1.0, expected a weight >= 0"),
         (["train.entropy_weight=-0.1"], "train.entropy_weight: got -0.1, expected a weight >= 0"),
-        (["train.epochs=0"], "train.epochs: got 0, expected a whole number of optimizer steps per batch >= 1"),
+        (
+            ["train.epochs=0"],
+            "train.epochs: got 0, expected a whole number of optimizer steps per batch >= 1",
+        ),
         (["train.epochs=2.5"], "train.epochs: got float 2.5, expected an integer"),
         (["train.clip_range=0"], "train.clip_range: got 0.0, expected a ratio in (0, 1) such as 0.2"),
         (

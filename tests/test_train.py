@@ -152,6 +152,19 @@ def test_a_value_head_run_with_gae_and_entropy_resumes_exactly(tmp_path):
     assert len(scores) == 1
 
 
+def assert_a_resumed_run_repeats(config, first, resumed, stopped_at, updates):
+    """Trains `config` in `resumed` to `stopped_at` updates, resumes it to `updates`, and checks that
+    its rows and weights are those of the run in `first`, never stopped."""
+    train(config, resumed, callbacks=[StopAt(stopped_at)])
+    train(config, resumed, resume=True, callbacks=[StopAt(updates)])
+    rows = read_metrics(resumed / "metrics.csv")
+    assert timing_free(rows) == timing_free(read_metrics(first / "metrics.csv"))
+    uninterrupted = keras.models.load_model(first / "model.keras").get_weights()
+    repeated = keras.models.load_model(resumed / "model.keras").get_weights()
+    for a, b in zip(uninterrupted, repeated, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_learning_rate_schedule_sets_each_update_and_resumes_exactly(tmp_path):
     """`train.learning_rate_final`: each update's step size is the straight line's value at the
     agent steps before it, falling to the final value and staying there; a resumed run takes the
@@ -169,14 +182,7 @@ def test_a_learning_rate_schedule_sets_each_update_and_resumes_exactly(tmp_path)
     np.testing.assert_allclose([rate for _, rate in seen], expected, rtol=1e-6)
     assert steps_before[-2] > 1000 and seen[-1][1] == pytest.approx(1e-3)  # it reached the end and stayed
 
-    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
-    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(8)])
-    first = read_metrics(tmp_path / "first" / "metrics.csv")
-    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
-    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
-    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
-    for a, b in zip(uninterrupted, resumed, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
 
 
 def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_path):
@@ -189,14 +195,7 @@ def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_pa
     record = Record(lambda logs, model: iterations.append(int(model.optimizer.iterations)))
     train(config, tmp_path / "first", callbacks=[record, StopAt(5)])
     assert iterations == [3, 6, 9, 12, 15]
-    train(config, tmp_path / "resumed", callbacks=[StopAt(3)])
-    train(config, tmp_path / "resumed", resume=True, callbacks=[StopAt(5)])
-    first = read_metrics(tmp_path / "first" / "metrics.csv")
-    assert timing_free(read_metrics(tmp_path / "resumed" / "metrics.csv")) == timing_free(first)
-    uninterrupted = keras.models.load_model(tmp_path / "first" / "model.keras").get_weights()
-    resumed = keras.models.load_model(tmp_path / "resumed" / "model.keras").get_weights()
-    for a, b in zip(uninterrupted, resumed, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
 
 
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
