@@ -29,6 +29,13 @@ def shared_memory_blocks() -> set[str]:
     return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
 
 
+def assert_played_by(got, workers, parameters, update):
+    """`got` is the batch the in-process `workers` collect with `parameters` for `update`, field by field."""
+    expected = concatenate_batches([worker.collect(parameters, update)[0] for worker in workers])
+    for name in got._fields:
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+
 @pytest.mark.parametrize("max_episode_steps", [None, 250])
 def test_serial_games_are_the_vector_env_games(max_episode_steps):
     """Given the same actions, the bare-ALE games of the workers return what ale-py's vector env
@@ -73,19 +80,13 @@ def test_process_batches_are_the_in_process_workers_batches():
                 collector = ProcessRolloutCollector(config, games_seed=11, first_update=1)
                 collector.set_state(games)
             got = collector.collect_batch(NumpyPolicy(parameters, None))
-            parts = [worker.collect(parameters, update)[0] for worker in expected_workers]
-            expected = concatenate_batches(parts)
-            for name in got._fields:
-                np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+            assert_played_by(got, expected_workers, parameters, update)
             assert len(got.actions) >= 1000 and got.observations.dtype == np.int8
         # A restart gives every worker new games, as new workers seeded so would have.
         collector.restart(11)
         restarted = [RolloutWorker(config_to_dict(config), worker, games_seed=11) for worker in range(2)]
         expected_workers += restarted
-        got = collector.collect_batch(NumpyPolicy(parameters, None))
-        expected = concatenate_batches([worker.collect(parameters, 3)[0] for worker in restarted])
-        for name in got._fields:
-            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        assert_played_by(collector.collect_batch(NumpyPolicy(parameters, None)), restarted, parameters, 3)
     finally:
         collector.close()
         for worker in expected_workers:
@@ -103,9 +104,7 @@ def test_asynchronous_workers_play_each_batch_with_the_weights_of_the_batch_befo
     collector = ProcessRolloutCollector(config, games_seed=7, first_update=0)
 
     def check(got, parameters, update):
-        expected = concatenate_batches([worker.collect(parameters, update)[0] for worker in expected_workers])
-        for name in got._fields:
-            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        assert_played_by(got, expected_workers, parameters, update)
 
     try:
         check(collector.collect_batch(NumpyPolicy(first, None)), first, 1)
@@ -122,10 +121,7 @@ def test_asynchronous_workers_play_each_batch_with_the_weights_of_the_batch_befo
         collector.restart(13)
         restarted = [RolloutWorker(config_to_dict(config), worker, games_seed=13) for worker in range(2)]
         expected_workers += restarted
-        got = collector.collect_batch(NumpyPolicy(first, None))
-        expected = concatenate_batches([worker.collect(first, 5)[0] for worker in restarted])
-        for name in got._fields:
-            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        assert_played_by(collector.collect_batch(NumpyPolicy(first, None)), restarted, first, 5)
     finally:
         collector.close()
         for worker in expected_workers:
