@@ -89,6 +89,10 @@ class EnvConfig:
     frames: Literal["difference", "frame_and_difference"] = "difference"
     """What an Atari policy sees: the difference of the last two 0/1 frames (Karpathy; what is
     still is invisible), or the last frame and that difference (2 x 6400 values)."""
+    frame_pool: int = 1
+    """Atari only: each 0/1 frame becomes the maximum over blocks of `frame_pool` x `frame_pool`
+    of its 80x80 pixels before the difference is taken: 1 keeps 80x80 (Karpathy), 2 gives 40x40
+    (1,600 values; a pixel is on where any of its four was, so the ball survives), 4 gives 20x20."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -588,6 +592,10 @@ def validate(config: Config, source: str = "config") -> None:
         fail("model.dropout", model.dropout, "a fraction in [0, 1), e.g. 0.1")
     if env.frames != "difference" and not (env.id in PONG_IDS or env.id.startswith("ALE/")):
         fail("env.frames", env.frames, "difference for games other than Atari ones (ALE/...)")
+    if env.frame_pool not in (1, 2, 4) or (
+        env.frame_pool != 1 and not (env.id in PONG_IDS or env.id.startswith("ALE/"))
+    ):
+        fail("env.frame_pool", env.frame_pool, "1, 2 or 4 for Atari games (ALE/...), 1 for the others")
     if env.actions != "updown" and env.id not in PONG_IDS:
         fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):

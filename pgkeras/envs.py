@@ -27,6 +27,7 @@ from pgkeras.preprocess import (
     atari_frames,
     background_gray,
     pong_frames,
+    pool_frames,
 )
 
 # Indices into Pong's minimal action set [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]:
@@ -101,31 +102,38 @@ def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...
 
 class FramesOf:
     """A game's screens (grayscale, or RGB for recording) -> 0/1 frame vectors: Karpathy's for
-    Pong, `atari_frames` for the others."""
+    Pong, `atari_frames` for the others, max-pooled over `pool` x `pool` blocks (`env.frame_pool`)."""
 
-    def __init__(self, game: str):
+    def __init__(self, game: str, pool: int = 1):
         self.facts = None if game == "pong" else game_facts(game)
+        self.pool = pool
+        self.shape = (FRAME_HEIGHT // pool, FRAME_WIDTH // pool)
+        self.size = self.shape[0] * self.shape[1]
 
     def __call__(self, screens: np.ndarray) -> np.ndarray:
         if self.facts is None:
-            return pong_frames(screens)
-        background = self.facts.background_colour if screens.ndim == 4 else self.facts.background_gray
-        return atari_frames(screens, background)
+            frames = pong_frames(screens)
+        else:
+            background = self.facts.background_colour if screens.ndim == 4 else self.facts.background_gray
+            frames = atari_frames(screens, background)
+        return frames if self.pool == 1 else pool_frames(frames, self.pool)
 
 
 class Observe:
-    """0/1 frames -> what the policy sees (`env.frames`): their differences, or the frame and the
-    difference side by side."""
+    """0/1 frames of `frame_shape` -> what the policy sees (`env.frames`): their differences, or
+    the frame and the difference side by side."""
 
-    def __init__(self, frames: str = "difference"):
+    def __init__(
+        self, frames: str = "difference", frame_shape: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH)
+    ):
         self.stacked = frames == "frame_and_difference"
-        self.shape = (2, FRAME_HEIGHT, FRAME_WIDTH) if self.stacked else (FRAME_HEIGHT, FRAME_WIDTH)
+        self.shape = (2, *frame_shape) if self.stacked else tuple(frame_shape)
         self.size = int(np.prod(self.shape))
 
     def __call__(
         self, frames: np.ndarray, difference: FrameDifference, new_episode: np.ndarray
     ) -> np.ndarray:
-        """int8 observations for uint8 0/1 frames `(N, 6400)`, advancing `difference`."""
+        """int8 observations for uint8 0/1 frames `(N, frame_size)`, advancing `difference`."""
         changes = difference(frames, new_episode)
         if not self.stacked:
             return changes
@@ -225,6 +233,8 @@ class AtariVectorEnv:
         game: the ALE ROM, e.g. "pong" or "breakout" (`ale_game`).
         frames: `difference`, or `frame_and_difference`: observations `(N, 12800)`, the last 0/1
             frame and then the difference (`observation_shape` (2, 80, 80)).
+        frame_pool: max-pool the 80x80 frames over blocks of this side (`env.frame_pool`): 2 gives
+            40x40 frames, observations `(N, 1600)`.
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -244,13 +254,14 @@ class AtariVectorEnv:
         actions: str = "updown",
         game: str = "pong",
         frames: str = "difference",
+        frame_pool: int = 1,
     ):
         from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
-        self.frames = FramesOf(game)
-        self.observe = Observe(frames)
+        self.frames = FramesOf(game, frame_pool)
+        self.observe = Observe(frames, self.frames.shape)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
 
@@ -282,7 +293,7 @@ class AtariVectorEnv:
             )
             for _ in range(num_groups)
         ]
-        self.differences = [FrameDifference(group_size) for _ in range(num_groups)]
+        self.differences = [FrameDifference(group_size, self.frames.size) for _ in range(num_groups)]
         # The actions of each game's current episode, for `get_state`: ale-py's vector env cannot
         # hand out its emulators' states, so `set_state` replays these instead.
         max_frames = max_episode_steps * frame_skip if max_episode_steps else 108_000
@@ -430,14 +441,15 @@ class AtariSerialEnv(LockstepGroups):
         actions: str = "updown",
         game: str = "pong",
         frames: str = "difference",
+        frame_pool: int = 1,
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
         self.game = game
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
-        self.frames = FramesOf(game)
-        self.observe = Observe(frames)
+        self.frames = FramesOf(game, frame_pool)
+        self.observe = Observe(frames, self.frames.shape)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -452,7 +464,7 @@ class AtariSerialEnv(LockstepGroups):
         self._lives = np.zeros(num_envs, np.int64)
         self._last_actions = [self._actions[0]] * num_envs  # what a sticky action repeats
         self._screens = np.zeros((num_envs, SCREEN_HEIGHT, SCREEN_WIDTH), np.uint8)
-        self._difference = FrameDifference(num_envs)
+        self._difference = FrameDifference(num_envs, self.frames.size)
 
     def _load(self, game, seed: int | None):
         game.setFloat("repeat_action_probability", self.sticky_action_prob)
@@ -870,7 +882,7 @@ def make_env(
     if is_atari(env.id) and serial and not rgb:
         return AtariSerialEnv(
             num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
-            game=ale_game(env.id), frames=env.frames,
+            game=ale_game(env.id), frames=env.frames, frame_pool=env.frame_pool,
         )  # fmt: skip
     if is_atari(env.id):
         return AtariVectorEnv(
@@ -884,6 +896,7 @@ def make_env(
             actions=env.actions,
             game=ale_game(env.id),
             frames=env.frames,
+            frame_pool=env.frame_pool,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

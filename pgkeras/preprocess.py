@@ -130,6 +130,27 @@ def atari_frames(screens: np.ndarray, background: int | tuple[int, int, int]) ->
     return pooled.reshape(len(screens), FRAME_SIZE).view(np.uint8)
 
 
+def pool_frames(frames: np.ndarray, pool: int) -> np.ndarray:
+    """Coarser 0/1 frames: each `pool` x `pool` block of an 80x80 frame becomes one pixel, 1 where
+    any of the block's pixels is (`env.frame_pool`), so a 1x2-pixel ball cannot fall between them.
+
+    Args:
+        frames: uint8 `(N, 6400)` 0/1 frames, row-major 80x80.
+        pool: the block side, a divisor of 80.
+
+    Returns:
+        uint8 `(N, (80 // pool) ** 2)`, row-major.
+
+    Example:
+        >>> frame = np.zeros((1, FRAME_SIZE), np.uint8); frame[0, 81] = 1  # row 1, column 1
+        >>> [int(i) for i in np.flatnonzero(pool_frames(frame, 2))]  # row 0, column 0 of 40x40
+        [0]
+    """
+    n = len(frames)
+    blocks = frames.reshape(n, FRAME_HEIGHT // pool, pool, FRAME_WIDTH // pool, pool)
+    return blocks.max(axis=(2, 4)).reshape(n, -1)
+
+
 class FrameDifference:
     """Turns each game's stream of 0/1 frames into differences of consecutive frames.
 

@@ -6,6 +6,7 @@ import pytest
 
 from pgkeras.config import Config, LQRConfig, load_config
 from pgkeras.envs import PONG_ACTIONS, LQRVectorEnv, PongVectorEnv, make_env, riccati_gain
+from pgkeras.preprocess import pool_frames
 
 
 def test_pong_groups_give_each_game_its_own_row():
@@ -208,6 +209,39 @@ def test_recorded_atari_games_show_the_policy_what_training_showed():
     finally:
         gray.close()
         colour.close()
+
+
+def test_pooled_pong_frames_are_the_same_game_on_a_coarser_grid():
+    """`env.frame_pool: 2`: the workers and the vector env show 40x40 frames, each the 2x2 maxima
+    of the 80x80 frame of the same moment, and their differences."""
+    overrides = ["env.frames=frame_and_difference", "env.num_envs=2", "env.num_groups=1"]
+    config = load_config("configs/pong.yaml", ["env.frame_pool=2", *overrides])
+    vector, serial = make_env(config), make_env(config, serial=True)
+    fine = make_env(load_config("configs/pong.yaml", overrides), serial=True)
+    try:
+        assert vector.observation_shape == serial.observation_shape == (2, 40, 40)
+        assert vector.observation_size == 3200
+        np.testing.assert_array_equal(vector.reset(), serial.reset())
+        fine.reset()
+        rng = np.random.default_rng(0)
+        previous, moved = None, 0
+        for _ in range(150):
+            actions = rng.integers(0, 2, size=2).astype(np.int32)
+            got, expected, step = vector.step(actions), serial.step(actions), fine.step(actions)
+            np.testing.assert_array_equal(got.observations, expected.observations)
+            frame, difference = got.observations[:, :1600], got.observations[:, 1600:]
+            np.testing.assert_array_equal(frame, pool_frames(step.observations[:, :6400].view(np.uint8), 2))
+            if previous is not None:
+                np.testing.assert_array_equal(difference, frame - previous)
+            previous, moved = frame, moved + int(np.count_nonzero(difference))
+    finally:
+        for env in (vector, serial, fine):
+            env.close()
+    assert moved > 150
+    with pytest.raises(Exception, match="env.frame_pool: got 3, expected 1, 2 or 4"):
+        load_config("configs/pong.yaml", ["env.frame_pool=3"])
+    with pytest.raises(Exception, match="env.frame_pool: got 2, expected 1, 2 or 4 for Atari games"):
+        load_config("cartpole", ["env.frame_pool=2"])
 
 
 def test_atari_frames_can_show_the_frame_beside_the_difference():

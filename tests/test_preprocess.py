@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from pgkeras.preprocess import FRAME_SIZE, FrameDifference, pong_frame, pong_frames
+from pgkeras.preprocess import FRAME_SIZE, FrameDifference, pong_frame, pong_frames, pool_frames
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,21 @@ def test_batch_form_matches_single_frames(real_screens):
     assert batch.dtype == np.uint8 and batch.shape == (len(grays), FRAME_SIZE)
     for row, gray in zip(batch, grays, strict=True):
         np.testing.assert_array_equal(row, pong_frame(gray))
+
+
+@pytest.mark.parametrize("pool", [2, 4])
+def test_pooled_frames_keep_the_ball_and_both_paddles(real_screens, pool):
+    """`env.frame_pool`: a pixel of the coarse frame is on exactly where its block has one on, so
+    the 1x2-pixel ball and both paddles survive, in the block that holds them."""
+    frames = pong_frames(np.stack([gray for _, gray in real_screens[1:]]))
+    pooled = pool_frames(frames, pool)
+    side = 80 // pool
+    assert pooled.dtype == np.uint8 and pooled.shape == (len(frames), side * side)
+    for frame, coarse in zip(frames.reshape(-1, 80, 80), pooled.reshape(-1, side, side), strict=True):
+        on = {(row // pool, column // pool) for row, column in np.argwhere(frame)}
+        assert {tuple(cell) for cell in np.argwhere(coarse)} == on
+        ball = np.argwhere(np.delete(frame, [8, 9, 70, 71], axis=1))
+        assert len(ball) == 0 or coarse.sum() < frame.sum()  # blocks merge the paddles' pixels
 
 
 def test_bad_frames_are_refused_with_the_shape():

@@ -198,6 +198,20 @@ def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_pa
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
 
 
+@pytest.mark.slow
+def test_pooled_frames_train_a_smaller_policy_that_resumes_exactly_and_plays(tmp_path):
+    """`env.frame_pool: 2`: the policy takes the 1,600 pixels of 40x40 frames, a resumed run
+    repeats the uninterrupted one, and the saved policy plays from its run folder."""
+    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", "env.frame_pool=2"]
+    config = load_config(CONFIGS / "pong.yaml", overrides)
+    train(config, tmp_path / "first", callbacks=[StopAt(5)])
+    model = keras.models.load_model(tmp_path / "first" / "model.keras")
+    assert model.input_shape == (None, 1600) and model.output_shape == (None, 2)
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
+    scores = pgkeras.play(tmp_path / "first", num_episodes=1, max_steps=300, report=lambda line: None)
+    assert len(scores) == 1
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
     config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
     run_dir = tmp_path / "run"
