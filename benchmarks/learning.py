@@ -4,6 +4,7 @@ agent steps, and what the policy of that moment scores in full games.
 
     python benchmarks/learning.py --config configs/pong.yaml --seeds 0 1 2   # stops each at +20
     python benchmarks/learning.py --runs runs/pong-seed0 runs/pong-seed1   # summarise finished runs
+    python benchmarks/learning.py --runs runs/pong-seed* --at-steps 500000 1000000   # and where they stood
 
 The running reward (Karpathy's 0.99 mean over episodes) lags the policy. So while training, the
 model is saved the moment the running reward first reaches each threshold
@@ -45,6 +46,16 @@ def crossings(metrics_csv: Path) -> dict[int, tuple[float, int] | None]:
             ):
                 found[threshold] = (row["wall_time"], int(row["env_steps"]))
     return found
+
+
+def running_reward_at(metrics_csv: Path, marks: list[int]) -> dict[int, float | None]:
+    """The running reward of the first update at or after each mark of agent steps (None past the
+    run's end), so that runs of different batch sizes are compared at the same steps."""
+    rows = [row for row in read_metrics(metrics_csv) if not math.isnan(row["running_reward"])]
+    return {
+        mark: next((row["running_reward"] for row in rows if row["env_steps"] >= mark), None)
+        for mark in marks
+    }
 
 
 def snapshot_path(run_dir: Path, threshold: int) -> Path:
@@ -101,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sticky-action-prob", type=float, default=0.25, help="sticky actions for the final policy's games"
     )
+    parser.add_argument(
+        "--at-steps", nargs="*", type=int, default=[], metavar="STEPS",
+        help="also print each run's running reward at these agent steps, e.g. --at-steps 500000 1000000",
+    )  # fmt: skip
     parser.add_argument("--out-dir", type=Path, default=Path("runs/learning"))
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)
@@ -168,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{Path(run).name}: final model.keras {result['score']:+.1f} over {args.eval_episodes} games, "
             f"{result['sticky_score']:+.1f} with sticky actions {args.sticky_action_prob}"
         )
+    if args.at_steps:
+        print(f"{'running reward at':>32} | " + " | ".join(f"{mark:>11,}" for mark in args.at_steps))
+        for run in run_dirs:
+            standing = running_reward_at(run / "metrics.csv", args.at_steps)
+            cells = [f"{value:+11.1f}" if value is not None else f"{'-':>11}" for value in standing.values()]
+            name = "/".join(Path(run).parts[-2:])[-32:]  # runs of several recipes share folder names
+            print(f"{name:>32} | " + " | ".join(cells))
     if args.json:
         data = {
             run: {"crossings": table[run], "scores": scores[run], "final": final.get(run)} for run in table
