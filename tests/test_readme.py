@@ -1,14 +1,16 @@
 """The README's command examples with output (`$ python ...` followed by what it prints) run as
 written, in a folder holding what they name, and print the README's first line."""
 
+import dataclasses
 import re
 import shutil
 import subprocess
 
 import pytest
+import yaml
 from conftest import PYTHON, REPO
 
-from pgkeras.config import load_config, save_config
+from pgkeras.config import Config, load_config, save_config
 
 
 def readme_examples() -> list[tuple[str, str]]:
@@ -72,3 +74,41 @@ def test_the_python_api_example_runs_as_written(tmp_path):
         r"\d+ updates, running reward \d+, 10 games \d+", result.stdout.strip().splitlines()[-1]
     )
     assert (tmp_path / "log.csv").is_file() and (tmp_path / "runs" / "cartpole-api" / "best.keras").is_file()
+
+
+def config_defaults() -> dict[str, object]:
+    """Every key of the config as `section.key` (the LQR's matrices as `env.lqr.A`...), with its default."""
+
+    def flatten(settings, prefix=""):
+        found = {}
+        for field in dataclasses.fields(settings):
+            value = getattr(settings, field.name)
+            if dataclasses.is_dataclass(value):
+                found.update(flatten(value, f"{prefix}{field.name}."))
+            else:
+                found[f"{prefix}{field.name}"] = value
+        return found
+
+    return flatten(Config())
+
+
+def test_the_readme_config_table_names_every_key_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    defaults, named = config_defaults(), set()
+    for keys, shown in re.findall(r"^\| (`[^|]+?) \|([^|]*)\|", table, re.M):
+        # "`train.epochs` / `clip_range`": the later keys are in the first key's section.
+        first, *others = [key.strip(" `") for key in keys.split(" / ")]
+        section = first.rsplit(".", 1)[0] + "." if "." in first else ""
+        row = [first, *(section + key for key in others)]
+        if not shown.strip():  # `env.kwargs`, `env.lqr.*`: tables of their own, no one default
+            prefixes = [key.strip("*") for key in re.findall(r"`([^`]+)`", keys)]
+            named.update(key for key in defaults if key.startswith(tuple(prefixes)))
+            continue
+        values = [yaml.safe_load(value.strip(" `")) for value in shown.split(" / ")]
+        assert len(values) == len(row), (keys, shown)
+        for key, value in zip(row, values, strict=True):
+            expected = defaults[key]
+            assert value == expected or str(value) == str(expected) or float(value) == expected, (key, value)
+            named.add(key)
+    assert named == set(defaults), set(defaults) - named
