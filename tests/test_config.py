@@ -25,26 +25,6 @@ def test_required_keys_exist_with_their_names():
     assert config.train.max_steps is None
 
 
-def test_the_sample_efficient_recipe_is_the_recommended_one_with_the_four_changes_it_names():
-    """configs/pong_sample_efficient.yaml and the README say it is pong.yaml with four changes."""
-
-    def flat(settings, prefix=""):
-        found = {}
-        for key, value in settings.items():
-            found.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-        return found
-
-    recommended = flat(config_to_dict(load_config(CONFIGS / "pong.yaml")))
-    efficient = flat(config_to_dict(load_config(CONFIGS / "pong_sample_efficient.yaml")))
-    changed = {key: efficient[key] for key in recommended if efficient[key] != recommended[key]}
-    assert changed == {
-        "env.frames": "frame_and_difference",
-        "train.learning_rate_final": 1e-4,
-        "train.learning_rate_decay_steps": 2_000_000,
-        "train.epochs": 2,
-    }
-
-
 def test_reset_on_reward_defaults_by_game():
     """Per-point returns suit Pong only; elsewhere a reset at every reward would make each return
     the immediate reward."""
