@@ -26,6 +26,8 @@ from pathlib import Path
 
 import keras
 
+from pgkeras.config import load_config
+from pgkeras.envs import is_atari
 from pgkeras.metrics import read_metrics
 
 THRESHOLDS = (-20, -15, -10, -5, 0, 5, 10, 15, 20)
@@ -79,7 +81,7 @@ class SaveAtCrossings(keras.callbacks.Callback):
 
 def full_game_score(model_path: Path, run_dir: Path, episodes: int, sticky_action_prob: float | None = None):
     """Mean reward of `episodes` full games (one per parallel game, sampled actions, seeded)."""
-    from pgkeras import evaluate, load_config, load_policy
+    from pgkeras import evaluate, load_policy
 
     config = load_config(run_dir / "config.yaml")
     model = load_policy(model_path)
@@ -122,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dirs = args.runs
     if not run_dirs:
-        from pgkeras.config import load_config
         from pgkeras.train import train
 
         run_dirs = []
@@ -146,11 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             for threshold in THRESHOLDS
         }
         if args.eval_episodes and (run / "model.keras").is_file():
+            sticky = is_atari(load_config(run / "config.yaml").env.id)  # only ALE games have them
             final[str(run)] = {
                 "score": full_game_score(run / "model.keras", run, args.eval_episodes),
                 "sticky_score": full_game_score(
                     run / "model.keras", run, args.eval_episodes, args.sticky_action_prob
-                ),
+                )
+                if sticky
+                else None,
             }
 
     print(
@@ -179,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{threshold:>+15d} | " + " | ".join(cells) + f" | {median} | {median_steps} | {median_score}")
     print(f"(score: mean reward of the policy saved at that moment over {args.eval_episodes} full games)")
     for run, result in final.items():
+        sticky = result["sticky_score"]
         print(
-            f"{Path(run).name}: final model.keras {result['score']:+.1f} over {args.eval_episodes} games, "
-            f"{result['sticky_score']:+.1f} with sticky actions {args.sticky_action_prob}"
+            f"{Path(run).name}: final model.keras {result['score']:+.1f} over {args.eval_episodes} games"
+            + (f", {sticky:+.1f} with sticky actions {args.sticky_action_prob}" if sticky is not None else "")
         )
     if args.at_steps:
         print(f"{'running reward at':>32} | " + " | ".join(f"{mark:>11,}" for mark in args.at_steps))
