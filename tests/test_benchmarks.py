@@ -1,10 +1,11 @@
 """benchmarks/learning.py, the script issue 22's tables come from: its medians and its marks."""
 
+import ast
 import csv
 import subprocess
 
 import pytest
-from conftest import PYTHON, REPO
+from conftest import CONFIGS, PYTHON, REPO
 
 LEARNING = REPO / "benchmarks" / "learning.py"
 COLUMNS = ["update", "env_steps", "episodes", "episode_reward_mean", "running_reward", "loss",
@@ -84,4 +85,51 @@ def test_a_training_run_saves_the_policy_at_each_crossing_and_a_second_call_cont
         steps = [int(line["env_steps"]) for line in csv.DictReader(file)]
     # The second call resumed the run: the first call's rows, then new ones up to the new budget.
     assert steps[: len(steps_before)] == steps_before and steps_before[-1] < 2000 <= steps[-1]
+    assert steps == sorted(set(steps))
+
+
+LOST_POINTS = REPO / "benchmarks" / "lost_points.py"
+
+
+def lost_points(*args):
+    result = subprocess.run(
+        [PYTHON, LOST_POINTS, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_pong_s_first_serve_beats_a_paddle_that_holds_one_action():
+    # benchmarks/README.md, issue 22's seventh session: the first point ends at agent step 63 of
+    # every game, and a paddle that stands still or runs to a wall misses it.
+    for action in ("NOOP", "UP", "DOWN"):
+        assert lost_points("--first-point", action, "--games", 1) == [
+            f"first point with {action}: won 0 of 1; ended at agent steps [63]"
+        ]
+
+
+def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
+    from pgkeras.config import load_config, save_config
+    from pgkeras.envs import make_env
+    from pgkeras.policies import build_policy
+
+    config = load_config(CONFIGS / "pong.yaml", ["env.actions=all", "model.hidden_units=[8]"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(config, run_dir / "config.yaml")
+    env = make_env(config, num_envs=1)
+    build_policy(config.model, config.train, env.observation_shape, env.num_actions).save(
+        run_dir / "untrained.keras"
+    )
+    env.close()
+
+    lines = lost_points(run_dir, "--model", "untrained.keras", "--games", 1)
+
+    assert len(lines) == 1 and lines[0].startswith(f"{run_dir} game 0: ")
+    score = int(lines[0].split(": ")[1].split(" ")[0])
+    lost = ast.literal_eval(lines[0].split("(index, step): ")[1])
+    won = score + len(lost)
+    assert max(won, len(lost)) == 21  # a full game: one side reached 21
+    indices, steps = [index for index, _ in lost], [step for _, step in lost]
+    assert indices == sorted(set(indices)) and indices[-1] < won + len(lost)
     assert steps == sorted(set(steps))
