@@ -324,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measuring time of each loop")
     parser.add_argument("--num-envs", type=int, default=8, help="games of the ceiling and pgkeras loops")
     parser.add_argument("--config", default="configs/pong.yaml", help="config of the pgkeras loop")
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+        help="override a setting of the pgkeras loop's config, as in the training scripts",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument(
         "--skip-naive", action="store_true", help="leave out the naive Keras loop (it only runs ~15 steps/s)"
@@ -341,13 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     others = {"ceiling": CeilingLoop(args.num_envs)}
     if args.backend == "local":
         others["numpy_reference"] = NumpyReferenceLoop()
-    pgkeras_rate = pgkeras_trainer(args.seconds, args.num_envs, args.config, others=tuple(others.values()))
+    pgkeras_rate = pgkeras_trainer(
+        args.seconds, args.num_envs, args.config, others=tuple(others.values()), settings=tuple(args.settings)
+    )
     for loop in others.values():
         loop.close()
     results = {name: loop.steps / loop.seconds for name, loop in others.items()}
     results["pgkeras"] = pgkeras_rate
     peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    backend = load_config(args.config).rollout.backend
+    backend = load_config(args.config, args.settings).rollout.backend
     results = {name: results[name] for name in ("ceiling", "pgkeras", "numpy_reference") if name in results}
     report = {
         "num_envs": args.num_envs,
@@ -355,10 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         "frame_skip": FRAME_SKIP,
         "agent_steps_per_second": results,
         "backend": backend,
+        "settings": args.settings,
         "peak_memory_mb_through_pgkeras": peak_memory_mb,
     }
     if args.backend == "ray":
-        results["pgkeras_ray"] = pgkeras_trainer(args.seconds, args.num_envs, args.config, args.workers)
+        results["pgkeras_ray"] = pgkeras_trainer(
+            args.seconds, args.num_envs, args.config, args.workers, settings=tuple(args.settings)
+        )
         report["workers"] = args.workers
         report["ray_over_local"] = results["pgkeras_ray"] / results["pgkeras"]
         report["ray_worker_memory_mb"] = ray_worker_memory_mb(args.num_envs, args.config, args.workers)

@@ -2,6 +2,7 @@
 
 import ast
 import csv
+import json
 import subprocess
 
 import pytest
@@ -133,3 +134,19 @@ def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
     indices, steps = [index for index, _ in lost], [step for _, step in lost]
     assert indices == sorted(set(indices)) and indices[-1] < won + len(lost)
     assert steps == sorted(set(steps))
+
+
+@pytest.mark.slow
+def test_throughput_measures_the_trainer_with_the_settings_given():
+    result = subprocess.run(
+        [PYTHON, REPO / "benchmarks" / "throughput.py", "--seconds", "1", "--skip-naive", "--json",
+         "--set", "rollout.backend=local", "--set", "env.actions=all"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+
+    assert report["backend"] == "local"  # pong.yaml's is processes
+    assert report["settings"] == ["rollout.backend=local", "env.actions=all"]
+    assert report["agent_steps_per_second"]["pgkeras"] > 0
+    assert 0 < report["pgkeras_over_ceiling"] < 2
