@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first point with {args.first_point}: won {won} of {args.games}; ended at agent steps {ends}")
         return 0
     for run in args.runs:
+        if not (run / args.model).is_file() or not (run / "config.yaml").is_file():
+            parser.error(f"{run}: needs config.yaml and {args.model} (a run folder made by the trainer)")
         for game, (score, steps, lost) in enumerate(lost_points(run, args.model, args.games)):
             print(f"{run} game {game}: {score:+d} in {steps} steps; lost points (index, step): {lost}")
     return 0

@@ -1,4 +1,5 @@
-"""benchmarks/learning.py, the script issue 22's tables come from: its medians and its marks."""
+"""The benchmark scripts issue 22's tables come from: learning.py (its medians and marks), lost_points.py
+and throughput.py's `--set`."""
 
 import ast
 import csv
@@ -109,6 +110,14 @@ def test_pong_s_first_serve_beats_a_paddle_that_holds_one_action():
         ]
 
 
+def test_lost_points_names_a_folder_that_is_not_a_run(tmp_path):
+    result = subprocess.run(
+        [PYTHON, LOST_POINTS, tmp_path], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path}: needs config.yaml and model.keras" in result.stderr.splitlines()[-1]
+
+
 def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
     from pgkeras.config import load_config, save_config
     from pgkeras.envs import make_env
@@ -132,7 +141,7 @@ def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
     won = score + len(lost)
     assert max(won, len(lost)) == 21  # a full game: one side reached 21
     indices, steps = [index for index, _ in lost], [step for _, step in lost]
-    assert indices == sorted(set(indices)) and indices[-1] < won + len(lost)
+    assert indices == sorted(set(indices)) and all(index < won + len(lost) for index in indices)
     assert steps == sorted(set(steps))
 
 
