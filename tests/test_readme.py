@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import PYTHON, REPO
 
-from pgkeras.config import Config, config_to_dict, load_config, save_config
+from pgkeras.config import Config, _flatten, config_to_dict, load_config, save_config
 
 
 def readme_examples() -> list[tuple[str, str]]:
@@ -76,18 +76,9 @@ def test_the_python_api_example_runs_as_written(tmp_path):
 
 
 def config_defaults() -> dict[str, object]:
-    """Every key of the config as `section.key` (the LQR's matrices as `env.lqr.A`...), with its default."""
-
-    def flatten(settings: dict, prefix: str = "") -> dict[str, object]:
-        found = {}
-        for key, value in settings.items():
-            if isinstance(value, dict):
-                found.update(flatten(value, f"{prefix}{key}."))
-            else:
-                found[prefix + key] = value
-        return found
-
-    return flatten(config_to_dict(Config()))
+    """Every key of the config as `section.key` (the LQR's matrices as `env.lqr.A`...), with its default:
+    the flattening that resumes compare settings with (`env.kwargs` stays one key)."""
+    return _flatten(config_to_dict(Config()))
 
 
 def shows(value: object, expected: object) -> bool:
