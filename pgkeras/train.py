@@ -41,6 +41,7 @@ from pgkeras.config import (
 from pgkeras.distributed import RayRolloutCollector, check_ray_address
 from pgkeras.envs import LQRVectorEnv, make_env
 from pgkeras.evaluation import make_eval_env
+from pgkeras.inference import action_probabilities
 from pgkeras.metrics import MetricsLogger, MetricsRow, ProgressLine
 from pgkeras.policies import (
     ActionSampler,
@@ -383,28 +384,45 @@ def _loop(
 
 
 def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, config: Config) -> float:
-    """`train.epochs` steps of the trick on one batch (`update_policy` each), the sampler refreshed
-    after each; returns the last step's loss. From the second step on, each sample's weight is its
+    """`train.epochs` steps of the trick on one batch (`update_policy` each), then the sampler
+    refreshed; returns the last step's loss. From the second step on, each sample's weight is its
     advantage times the ratio of its action's probability now to before the first step, clipped
     as PPO does (`clipped_sample_weights`). The ratios come from the trainer's copy of the policy,
     so with `rollout.asynchronous` "before" is the policy of the update, not the one that played."""
     train_config = config.train
     advantages = batch_advantages(model, batch, train_config)
-    rows = np.arange(len(batch.actions))
-    before = (
-        sampler.probabilities(batch.observations)[rows, batch.actions] if train_config.epochs > 1 else None
-    )
+    observations, actions = batch.observations, batch.actions
+    before = taken_probabilities(model, observations, actions) if train_config.epochs > 1 else None
     weights = advantages
     for step in range(train_config.epochs):
         if step:
-            ratios = sampler.probabilities(batch.observations)[rows, batch.actions] / before
+            ratios = taken_probabilities(model, observations, actions) / before
             weights = clipped_sample_weights(advantages, ratios, train_config.clip_range)
         loss = update_policy(
-            model, batch.observations, batch.actions, weights, train_config.minibatch_size,
+            model, observations, actions, weights, train_config.minibatch_size,
             config.model.gaussian_sigma, batch.returns if config.model.value_head else None,
         )  # fmt: skip
-        sampler.refresh()
+    sampler.refresh()
     return loss
+
+
+def taken_probabilities(model: keras.Model, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Each sample's probability of its action under `model` as it is now: float32 `(T,)`.
+
+    One compiled forward pass of Keras over the whole batch (`predict_on_batch`, int8 observations
+    cast inside it, as in the update), not the numpy forward pass that plays the games: that one
+    multiplies only the non-zero pixels, which wins for a step's 8 rows and loses badly for a
+    batch's thousands (benchmarks/README.md, "Issue 22, eighth session"). On JAX the batch is
+    padded to a few sizes, as `update_policy` pads it, so that the pass is not compiled anew for
+    every batch size.
+    """
+    size = len(actions)
+    if keras.backend.backend() == "jax":
+        no_targets = np.zeros((size, 1), np.float32)
+        observations, _, _ = pad_to_few_sizes(observations, no_targets, np.zeros(size, np.float32))
+    outputs = model.predict_on_batch(observations)
+    outputs = np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)[:size]
+    return action_probabilities(outputs)[np.arange(size), actions]
 
 
 def learning_rate_at(train: TrainConfig, env_steps: int) -> float:

@@ -15,7 +15,7 @@ from pgkeras.envs import make_env
 from pgkeras.evaluation import play_one_episode_each
 from pgkeras.metrics import COLUMNS, read_metrics
 from pgkeras.policies import ActionSampler
-from pgkeras.train import train
+from pgkeras.train import taken_probabilities, train
 
 TINY_PONG = ["env.num_envs=4", "train.samples_per_update=1000", "train.checkpoint_every=2",
              "model.hidden_units=[16]"]  # fmt: skip
@@ -196,6 +196,30 @@ def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_pa
     train(config, tmp_path / "first", callbacks=[record, StopAt(5)])
     assert iterations == [3, 6, 9, 12, 15]
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid", "value_head"])
+def test_the_ratios_probabilities_are_those_the_games_were_played_with(kind):
+    """`train.epochs` > 1 takes each sample's probability of its action from Keras's forward pass
+    over the batch (`taken_probabilities`); it must be the probability the numpy sampler, which
+    chose the actions, gives them: for a six-action softmax, a one-unit sigmoid (P of the first
+    action) and a policy with a value output."""
+    overrides = {
+        "softmax": ["env.actions=all"],
+        "sigmoid": ["model.output=sigmoid"],
+        "value_head": ["model.value_head=true"],
+    }
+    config = load_config(CONFIGS / "pong.yaml", ["model.hidden_units=[16]", *overrides[kind]])
+    num_actions = 6 if kind == "softmax" else 2
+    model = pgkeras.build_policy(config.model, config.train, (6400,), num_actions)
+    rng = np.random.default_rng(7)
+    observations = np.zeros((300, 6400), np.int8)  # Pong-like: a few dozen pixels of -1 and 1 per row
+    for row in observations:
+        row[rng.integers(0, 6400, 40)] = rng.choice([-1, 1], 40)
+    actions = rng.integers(0, num_actions, 300)
+    sampler = ActionSampler(model, np.random.default_rng(0))
+    expected = sampler.probabilities(observations)[np.arange(300), actions]
+    np.testing.assert_allclose(taken_probabilities(model, observations, actions), expected, rtol=1e-5)
 
 
 @pytest.mark.slow
