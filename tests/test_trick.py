@@ -244,7 +244,7 @@ import logging
 import jax, numpy as np
 from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.policies import build_policy
-from pgkeras.train import update_policy
+from pgkeras.train import taken_probabilities, update_policy
 
 class Compilations(logging.Handler):
     count = 0
@@ -261,14 +261,16 @@ model = build_policy(ModelConfig(hidden_units=[8]), TrainConfig(), (16,), 2)
 for size in (1000, 1001, 1013, 1020):
     if size == 1001:
         compilations.count = 0
-    update_policy(model, rng.integers(-1, 2, (size, 16)).astype(np.int8), rng.integers(0, 2, size),
-                  rng.normal(size=size).astype(np.float32))
+    observations, actions = rng.integers(-1, 2, (size, 16)).astype(np.int8), rng.integers(0, 2, size)
+    update_policy(model, observations, actions, rng.normal(size=size).astype(np.float32))
+    assert taken_probabilities(model, observations, actions).shape == (size,)
 print(compilations.count)
 """
 
 
 def test_jax_compiles_no_new_step_for_each_batch_size():
-    """Each JAX compilation costs about a second, and nearly every update brings a new batch size."""
+    """Each JAX compilation costs about a second, and nearly every update brings a new batch size:
+    neither the update nor the forward pass of `train.epochs` > 1 compiles anew for each."""
     pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[dev]' installs it)")
     # On a GPU, a JAX process (pytest's own, on the JAX backend) holds 75% of its memory by default.
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
