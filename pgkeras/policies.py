@@ -16,8 +16,6 @@ from pgkeras.inference import (
     NumpyPolicy,
     Parameters,
     action_probabilities,
-    blas_on_one_thread,
-    dense_forward,
 )
 
 
@@ -195,19 +193,6 @@ def policy_output_shape(model: keras.Model) -> tuple:
     return tuple(model.outputs[0].shape)
 
 
-def state_values(model: keras.Model, observations: np.ndarray) -> np.ndarray:
-    """V(s) of the value head for observations `(N, D)` as float32 `(N,)`: in numpy for a Dense-only
-    model (sparse in the first layer for int8 frames), else Keras in chunks of 1,024."""
-    if runs_in_numpy(model):
-        with blas_on_one_thread():
-            return dense_forward(dense_parameters(model, VALUE_LAYER), observations)[:, 0]
-    chunks = [
-        model.predict_on_batch(observations[start : start + 1024].astype(np.float32))[1][:, 0]
-        for start in range(0, len(observations), 1024)
-    ]
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-
-
 def _initializer(name: str) -> keras.initializers.Initializer | str:
     """`fan_in_normal`: N(0, 1/fan_in), Karpathy's `randn(fan_out, fan_in) / sqrt(fan_in)`."""
     if name == "fan_in_normal":
@@ -309,12 +294,12 @@ def runs_in_numpy(model: keras.Model) -> bool:
     )
 
 
-def dense_parameters(model: keras.Model, output: str | None = None) -> Parameters:
+def dense_parameters(model: keras.Model) -> Parameters:
     """A copy of a Dense-only model's weights as `pgkeras.inference.Parameters`: one
-    `(kernel, [bias,] activation)` tuple per layer, float32, on the path to the policy's output (or,
-    with `output="value"`, to the value head's)."""
+    `(kernel, [bias,] activation)` tuple per layer, float32, on the path to the policy's output (a
+    value head is left out)."""
     heads = set(model.output_names)
-    wanted = output or model.output_names[0]
+    wanted = model.output_names[0]
     return [
         (*(np.asarray(w, dtype=np.float32) for w in layer.get_weights()), layer.activation.__name__)
         for layer in model.layers

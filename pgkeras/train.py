@@ -50,7 +50,6 @@ from pgkeras.policies import (
     has_value_head,
     make_sampler,
     policy_output_shape,
-    state_values,
 )
 from pgkeras.processes import ProcessRolloutCollector
 from pgkeras.returns import clipped_sample_weights, compute_advantages, gae_advantages
@@ -406,23 +405,28 @@ def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, co
     return loss
 
 
-def taken_probabilities(model: keras.Model, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """Each sample's probability of its action under `model` as it is now: float32 `(T,)`.
+def batch_outputs(model: keras.Model, observations: np.ndarray) -> list[np.ndarray]:
+    """The model's outputs for a whole batch, as a list (the policy's, then the value head's if any).
 
-    One compiled forward pass of Keras over the whole batch (`predict_on_batch`, int8 observations
-    cast inside it, as in the update), not the numpy forward pass that plays the games: that one
-    multiplies only the non-zero pixels, which wins for a step's 8 rows and loses badly for a
-    batch's thousands (benchmarks/README.md, "Issue 22, eighth session"). On JAX the batch is
-    padded to a few sizes, as `update_policy` pads it, so that the pass is not compiled anew for
-    every batch size.
+    One compiled forward pass of Keras (`predict_on_batch`, int8 observations cast inside it, as in
+    the update), not the numpy forward pass that plays the games: that one multiplies only the
+    non-zero pixels, which wins for a step's 8 rows and loses badly for a batch's thousands
+    (benchmarks/README.md, "Issue 22, eighth session"). On JAX the batch is padded to a few sizes,
+    as `update_policy` pads it, so that the pass is not compiled anew for every batch size.
     """
-    size = len(actions)
+    size = len(observations)
     if keras.backend.backend() == "jax":
         no_targets = np.zeros((size, 1), np.float32)
         observations, _, _ = pad_to_few_sizes(observations, no_targets, np.zeros(size, np.float32))
     outputs = model.predict_on_batch(observations)
-    outputs = np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)[:size]
-    return action_probabilities(outputs)[np.arange(size), actions]
+    outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+    return [np.asarray(output)[:size] for output in outputs]
+
+
+def taken_probabilities(model: keras.Model, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Each sample's probability of its action under `model` as it is now: float32 `(T,)`, from
+    `batch_outputs`."""
+    return action_probabilities(batch_outputs(model, observations)[0])[np.arange(len(actions)), actions]
 
 
 def learning_rate_at(train: TrainConfig, env_steps: int) -> float:
@@ -447,7 +451,7 @@ def batch_advantages(model: keras.Model, batch: Batch, train: TrainConfig) -> np
     standardised or centred as `train.advantage` says."""
     if train.gae_lambda is None:
         return compute_advantages(batch.returns, train.advantage, batch.segment_ids)
-    values = state_values(model, batch.observations)
+    values = batch_outputs(model, batch.observations)[1][:, 0]  # the value head's V(s)
     estimates = gae_advantages(batch.rewards, values, batch.ends, train.gamma, train.gae_lambda)
     return compute_advantages(estimates, train.advantage, batch.segment_ids)
 
