@@ -93,6 +93,10 @@ class EnvConfig:
     """Atari only: each 0/1 frame becomes the maximum over blocks of `frame_pool` x `frame_pool`
     of its 80x80 pixels before the difference is taken: 1 keeps 80x80 (Karpathy), 2 gives 40x40
     (1,600 values; a pixel is on where any of its four was, so the ball survives), 4 gives 20x20."""
+    projections: bool = False
+    """Atari only: after the images (`frames`), each image's 80 row sums and 80 column sums (fewer
+    with `frame_pool`), so that a Dense layer can read a small object's height and column wherever
+    it is (`pgkeras.envs.image_projections`). The observation is then a flat vector: `mlp` only."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -596,6 +600,10 @@ def validate(config: Config, source: str = "config") -> None:
         env.frame_pool != 1 and not (env.id in PONG_IDS or env.id.startswith("ALE/"))
     ):
         fail("env.frame_pool", env.frame_pool, "1, 2 or 4 for Atari games (ALE/...), 1 for the others")
+    if env.projections and not (env.id in PONG_IDS or env.id.startswith("ALE/")):
+        fail("env.projections", env.projections, "false for games other than Atari ones (ALE/...)")
+    if env.projections and model.kind != "mlp":
+        fail("env.projections", env.projections, f"false with model.kind {model.kind} (its input is the image)")
     if env.actions != "updown" and env.id not in PONG_IDS:
         fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):

@@ -121,13 +121,22 @@ class FramesOf:
 
 class Observe:
     """0/1 frames of `frame_shape` -> what the policy sees (`env.frames`): their differences, or
-    the frame and the difference side by side."""
+    the frame and the difference side by side; with `projections` (`env.projections`) each image's
+    row sums and column sums follow it."""
 
     def __init__(
-        self, frames: str = "difference", frame_shape: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH)
+        self,
+        frames: str = "difference",
+        frame_shape: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH),
+        projections: bool = False,
     ):
         self.stacked = frames == "frame_and_difference"
+        self.images = (2, *frame_shape) if self.stacked else (1, *frame_shape)
+        self.projections = projections
         self.shape = (2, *frame_shape) if self.stacked else tuple(frame_shape)
+        if projections:  # no longer an image: one flat vector, the images then their sums
+            planes, height, width = self.images
+            self.shape = (int(np.prod(self.shape)) + planes * (height + width),)
         self.size = int(np.prod(self.shape))
 
     def __call__(
@@ -135,9 +144,29 @@ class Observe:
     ) -> np.ndarray:
         """int8 observations for uint8 0/1 frames `(N, frame_size)`, advancing `difference`."""
         changes = difference(frames, new_episode)
-        if not self.stacked:
-            return changes
-        return np.concatenate([frames.view(np.int8), changes], axis=1)
+        images = np.concatenate([frames.view(np.int8), changes], axis=1) if self.stacked else changes
+        if not self.projections:
+            return images
+        return np.concatenate([images, image_projections(images, self.images)], axis=1)
+
+
+def image_projections(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Each image's row sums, then its column sums: int8 `(N, C * (H + W))` for int8 images
+    `(N, C * H * W)` of `shape` `(C, H, W)` with values in {-1, 0, 1} (a sum stays within +-80).
+
+    A small object adds 1 to its row's sum wherever its column is, so a Dense layer reading the sums
+    learns "the ball is at this height" once for every column, where on the image alone it has a
+    weight of its own for each of the ball's positions.
+
+    Example:
+        >>> image = np.array([[0, 1, 0, 0, 1, 1]], np.int8)  # one 2x3 image
+        >>> image_projections(image, (1, 2, 3)).tolist()  # rows 1, 2; columns 0, 2, 1
+        [[1, 2, 0, 2, 1]]
+    """
+    planes = images.reshape(len(images), *shape)
+    rows = planes.sum(axis=3, dtype=np.int16)
+    columns = planes.sum(axis=2, dtype=np.int16)
+    return np.concatenate([rows, columns], axis=2).reshape(len(images), -1).astype(np.int8)
 
 
 STICKY_PRIMING_ACTS = 100
@@ -235,6 +264,8 @@ class AtariVectorEnv:
             frame and then the difference (`observation_shape` (2, 80, 80)).
         frame_pool: max-pool the 80x80 frames over blocks of this side (`env.frame_pool`): 2 gives
             40x40 frames, observations `(N, 1600)`.
+        projections: append each image's row and column sums (`env.projections`,
+            `image_projections`): observations `(N, 6560)` for 80x80 differences, a flat shape.
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -255,13 +286,14 @@ class AtariVectorEnv:
         game: str = "pong",
         frames: str = "difference",
         frame_pool: int = 1,
+        projections: bool = False,
     ):
         from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
         self.frames = FramesOf(game, frame_pool)
-        self.observe = Observe(frames, self.frames.shape)
+        self.observe = Observe(frames, self.frames.shape, projections)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
 
@@ -442,6 +474,7 @@ class AtariSerialEnv(LockstepGroups):
         game: str = "pong",
         frames: str = "difference",
         frame_pool: int = 1,
+        projections: bool = False,
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
@@ -449,7 +482,7 @@ class AtariSerialEnv(LockstepGroups):
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
         self.frames = FramesOf(game, frame_pool)
-        self.observe = Observe(frames, self.frames.shape)
+        self.observe = Observe(frames, self.frames.shape, projections)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -883,6 +916,7 @@ def make_env(
         return AtariSerialEnv(
             num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
             game=ale_game(env.id), frames=env.frames, frame_pool=env.frame_pool,
+            projections=env.projections,
         )  # fmt: skip
     if is_atari(env.id):
         return AtariVectorEnv(
@@ -897,6 +931,7 @@ def make_env(
             game=ale_game(env.id),
             frames=env.frames,
             frame_pool=env.frame_pool,
+            projections=env.projections,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

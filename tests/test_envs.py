@@ -244,6 +244,37 @@ def test_pooled_pong_frames_are_the_same_game_on_a_coarser_grid():
         load_config("cartpole", ["env.frame_pool=2"])
 
 
+def test_projections_follow_the_images_as_their_row_and_column_sums():
+    """`env.projections`: after the frame and the difference come each one's 80 row sums and 80
+    column sums, in the workers' games as in the vector env's; the ball moves them wherever it is."""
+    overrides = ["env.frames=frame_and_difference", "env.num_envs=2", "env.num_groups=1", "env.actions=all"]
+    config = load_config("configs/pong.yaml", ["env.projections=true", *overrides])
+    vector, serial = make_env(config), make_env(config, serial=True)
+    try:
+        assert vector.observation_shape == serial.observation_shape == (13120,)
+        np.testing.assert_array_equal(vector.reset(), serial.reset())
+        rng = np.random.default_rng(0)
+        ball_rows = set()
+        for _ in range(120):
+            actions = rng.integers(0, 6, size=2).astype(np.int32)
+            got = vector.step(actions).observations
+            np.testing.assert_array_equal(got, serial.step(actions).observations)
+            images = got[:, :12800].reshape(2, 2, 80, 80).astype(int)
+            rows, columns = got[:, 12800:].reshape(2, 2, 160)[:, :, :80], got[:, 12800:].reshape(2, 2, 160)[:, :, 80:]
+            np.testing.assert_array_equal(rows, images.sum(axis=3))
+            np.testing.assert_array_equal(columns, images.sum(axis=2))
+            ball = images[0, 0, :, 12:68]  # between the paddles' columns
+            ball_rows.update(np.flatnonzero(ball.any(axis=1)).tolist())
+    finally:
+        vector.close()
+        serial.close()
+    assert len(ball_rows) > 10  # the sums were seen to follow a moving ball
+    with pytest.raises(Exception, match="env.projections: got True, expected false with model.kind conv"):
+        load_config("configs/pong.yaml", ["env.projections=true", "model.kind=conv", "rollout.backend=local"])
+    with pytest.raises(Exception, match="env.projections: got True, expected false for games other than Atari"):
+        load_config("cartpole", ["env.projections=true"])
+
+
 def test_atari_frames_can_show_the_frame_beside_the_difference():
     """`env.frames: frame_and_difference`: what stands still (Breakout's paddle) is seen too."""
     config = load_config("breakout", ["env.frames=frame_and_difference", "env.num_envs=2"])

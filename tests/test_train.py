@@ -236,6 +236,20 @@ def test_pooled_frames_train_a_smaller_policy_that_resumes_exactly_and_plays(tmp
     assert len(scores) == 1
 
 
+@pytest.mark.slow
+def test_projections_train_through_the_workers_resume_exactly_and_play(tmp_path):
+    """`env.projections`: the policy takes the 6,400 pixels and their 160 sums, a resumed run
+    repeats the uninterrupted one, and the saved policy plays from its run folder."""
+    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", "env.projections=true"]
+    config = load_config(CONFIGS / "pong.yaml", overrides)
+    train(config, tmp_path / "first", callbacks=[StopAt(5)])
+    model = keras.models.load_model(tmp_path / "first" / "model.keras")
+    assert model.input_shape == (None, 6560) and model.output_shape == (None, 2)
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
+    scores = pgkeras.play(tmp_path / "first", num_episodes=1, max_steps=300, report=lambda line: None)
+    assert len(scores) == 1
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
     config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
     run_dir = tmp_path / "run"
