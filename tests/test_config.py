@@ -34,6 +34,19 @@ def test_reset_on_reward_defaults_by_game():
     assert load_config(None, ["env.id=CartPole-v1", "train.reset_on_reward=true"]).train.reset_on_reward
 
 
+def test_the_fast_pong_config_is_the_recipe_its_runs_measured():
+    """`configs/pong_fast.yaml` is `pong.yaml` with the `--set`s of issue 22's runs of it
+    (benchmarks/README.md, "Issue 22, ninth session"), nothing more and nothing less."""
+    measured = [
+        "env.frames=frame_and_difference", "train.learning_rate_final=1e-4",
+        "train.learning_rate_decay_steps=2000000", "train.epochs=2", "env.actions=all",
+        "train.samples_per_update=2500",
+    ]  # fmt: skip
+    assert config_to_dict(load_config(CONFIGS / "pong_fast.yaml")) == config_to_dict(
+        load_config(CONFIGS / "pong.yaml", measured)
+    )
+
+
 def test_karpathy_config_has_his_settings():
     config = load_config(CONFIGS / "pong_karpathy.yaml")
     train, model = config.train, config.model
