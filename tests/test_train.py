@@ -223,28 +223,20 @@ def test_the_ratios_probabilities_are_those_the_games_were_played_with(kind):
 
 
 @pytest.mark.slow
-def test_pooled_frames_train_a_smaller_policy_that_resumes_exactly_and_plays(tmp_path):
-    """`env.frame_pool: 2`: the policy takes the 1,600 pixels of 40x40 frames, a resumed run
-    repeats the uninterrupted one, and the saved policy plays from its run folder."""
-    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", "env.frame_pool=2"]
+@pytest.mark.parametrize(
+    ("setting", "inputs"),
+    [("env.frame_pool=2", 1600), ("env.projections=true", 6560)],
+    ids=["40x40 frames", "row and column sums"],
+)
+def test_other_inputs_train_through_the_workers_resume_exactly_and_play(tmp_path, setting, inputs):
+    """`env.frame_pool: 2`: the policy takes the 1,600 pixels of 40x40 frames; `env.projections`:
+    the 6,400 pixels and their 160 sums. Either way a resumed run repeats the uninterrupted one, and
+    the saved policy plays from its run folder."""
+    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", setting]
     config = load_config(CONFIGS / "pong.yaml", overrides)
     train(config, tmp_path / "first", callbacks=[StopAt(5)])
     model = keras.models.load_model(tmp_path / "first" / "model.keras")
-    assert model.input_shape == (None, 1600) and model.output_shape == (None, 2)
-    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
-    scores = pgkeras.play(tmp_path / "first", num_episodes=1, max_steps=300, report=lambda line: None)
-    assert len(scores) == 1
-
-
-@pytest.mark.slow
-def test_projections_train_through_the_workers_resume_exactly_and_play(tmp_path):
-    """`env.projections`: the policy takes the 6,400 pixels and their 160 sums, a resumed run
-    repeats the uninterrupted one, and the saved policy plays from its run folder."""
-    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", "env.projections=true"]
-    config = load_config(CONFIGS / "pong.yaml", overrides)
-    train(config, tmp_path / "first", callbacks=[StopAt(5)])
-    model = keras.models.load_model(tmp_path / "first" / "model.keras")
-    assert model.input_shape == (None, 6560) and model.output_shape == (None, 2)
+    assert model.input_shape == (None, inputs) and model.output_shape == (None, 2)
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
     scores = pgkeras.play(tmp_path / "first", num_episodes=1, max_steps=300, report=lambda line: None)
     assert len(scores) == 1
