@@ -131,9 +131,9 @@ class Observe:
         projections: bool = False,
     ):
         self.stacked = frames == "frame_and_difference"
-        self.images = (2, *frame_shape) if self.stacked else (1, *frame_shape)
+        self.images = (2 if self.stacked else 1, *frame_shape)
         self.projections = projections
-        self.shape = (2, *frame_shape) if self.stacked else tuple(frame_shape)
+        self.shape = self.images if self.stacked else tuple(frame_shape)
         if projections:  # no longer an image: one flat vector, the images then their sums
             planes, height, width = self.images
             self.shape = (int(np.prod(self.shape)) + planes * (height + width),)

@@ -260,9 +260,9 @@ def test_projections_follow_the_images_as_their_row_and_column_sums():
             got = vector.step(actions).observations
             np.testing.assert_array_equal(got, serial.step(actions).observations)
             images = got[:, :12800].reshape(2, 2, 80, 80).astype(int)
-            rows, columns = got[:, 12800:].reshape(2, 2, 160)[:, :, :80], got[:, 12800:].reshape(2, 2, 160)[:, :, 80:]
-            np.testing.assert_array_equal(rows, images.sum(axis=3))
-            np.testing.assert_array_equal(columns, images.sum(axis=2))
+            sums = got[:, 12800:].reshape(2, 2, 160)  # per game and image: 80 rows, then 80 columns
+            np.testing.assert_array_equal(sums[:, :, :80], images.sum(axis=3))
+            np.testing.assert_array_equal(sums[:, :, 80:], images.sum(axis=2))
             ball = images[0, 0, :, 12:68]  # between the paddles' columns
             ball_rows.update(np.flatnonzero(ball.any(axis=1)).tolist())
     finally:
