@@ -97,6 +97,10 @@ class EnvConfig:
     """Atari only: after the images (`frames`), each image's 80 row sums and 80 column sums (fewer
     with `frame_pool`), so that a Dense layer can read a small object's height and column wherever
     it is (`pgkeras.envs.image_projections`). The observation is then a flat vector: `mlp` only."""
+    blank_columns: list[int] = field(default_factory=list)
+    """Atari only: columns (0-79) of the 80x80 0/1 frame set to background before the policy sees
+    it, e.g. [8, 9], where Pong's opponent paddle moves: the policy cannot copy the opponent and
+    has to follow the ball. Empty: the whole frame."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -604,6 +608,10 @@ def validate(config: Config, source: str = "config") -> None:
         fail("env.projections", env.projections, "false for games other than Atari ones (ALE/...)")
     if env.projections and model.kind != "mlp":
         fail("env.projections", env.projections, f"false with model.kind {model.kind} (its input is the image)")
+    if env.blank_columns and not (
+        (env.id in PONG_IDS or env.id.startswith("ALE/")) and all(0 <= c < 80 for c in env.blank_columns)
+    ):
+        fail("env.blank_columns", env.blank_columns, "[] or columns 0-79 of Atari games (ALE/...)")
     if env.actions != "updown" and env.id not in PONG_IDS:
         fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):

@@ -102,11 +102,13 @@ def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...
 
 class FramesOf:
     """A game's screens (grayscale, or RGB for recording) -> 0/1 frame vectors: Karpathy's for
-    Pong, `atari_frames` for the others, max-pooled over `pool` x `pool` blocks (`env.frame_pool`)."""
+    Pong, `atari_frames` for the others, `blank_columns` of the 80x80 frame set to background
+    (`env.blank_columns`), max-pooled over `pool` x `pool` blocks (`env.frame_pool`)."""
 
-    def __init__(self, game: str, pool: int = 1):
+    def __init__(self, game: str, pool: int = 1, blank_columns: tuple[int, ...] = ()):
         self.facts = None if game == "pong" else game_facts(game)
         self.pool = pool
+        self.blank_columns = list(blank_columns)
         self.shape = (FRAME_HEIGHT // pool, FRAME_WIDTH // pool)
         self.size = self.shape[0] * self.shape[1]
 
@@ -116,6 +118,8 @@ class FramesOf:
         else:
             background = self.facts.background_colour if screens.ndim == 4 else self.facts.background_gray
             frames = atari_frames(screens, background)
+        if self.blank_columns:
+            frames.reshape(len(frames), FRAME_HEIGHT, FRAME_WIDTH)[:, :, self.blank_columns] = 0
         return frames if self.pool == 1 else pool_frames(frames, self.pool)
 
 
@@ -129,6 +133,7 @@ class Observe:
         frames: str = "difference",
         frame_shape: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH),
         projections: bool = False,
+        blank_columns: tuple[int, ...] = (),
     ):
         self.stacked = frames == "frame_and_difference"
         self.images = (2 if self.stacked else 1, *frame_shape)
@@ -266,6 +271,7 @@ class AtariVectorEnv:
             40x40 frames, observations `(N, 1600)`.
         projections: append each image's row and column sums (`env.projections`,
             `image_projections`): observations `(N, 6560)` for 80x80 differences, a flat shape.
+        blank_columns: columns of the 80x80 frame the policy never sees (`env.blank_columns`).
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -287,12 +293,13 @@ class AtariVectorEnv:
         frames: str = "difference",
         frame_pool: int = 1,
         projections: bool = False,
+        blank_columns: tuple[int, ...] = (),
     ):
         from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
-        self.frames = FramesOf(game, frame_pool)
+        self.frames = FramesOf(game, frame_pool, blank_columns)
         self.observe = Observe(frames, self.frames.shape, projections)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
@@ -475,13 +482,14 @@ class AtariSerialEnv(LockstepGroups):
         frames: str = "difference",
         frame_pool: int = 1,
         projections: bool = False,
+        blank_columns: tuple[int, ...] = (),
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
         self.game = game
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
-        self.frames = FramesOf(game, frame_pool)
+        self.frames = FramesOf(game, frame_pool, blank_columns)
         self.observe = Observe(frames, self.frames.shape, projections)
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
@@ -916,7 +924,7 @@ def make_env(
         return AtariSerialEnv(
             num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
             game=ale_game(env.id), frames=env.frames, frame_pool=env.frame_pool,
-            projections=env.projections,
+            projections=env.projections, blank_columns=tuple(env.blank_columns),
         )  # fmt: skip
     if is_atari(env.id):
         return AtariVectorEnv(
@@ -932,6 +940,7 @@ def make_env(
             frames=env.frames,
             frame_pool=env.frame_pool,
             projections=env.projections,
+            blank_columns=tuple(env.blank_columns),
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

@@ -275,6 +275,37 @@ def test_projections_follow_the_images_as_their_row_and_column_sums():
         load_config("cartpole", ["env.projections=true"])
 
 
+def test_blank_columns_hide_the_opponent_paddle_and_nothing_else():
+    """`env.blank_columns: [8, 9]`: Pong's opponent paddle never shows, in the frame or the
+    difference, in the workers' games as in the vector env's; every other pixel is as without it."""
+    overrides = ["env.frames=frame_and_difference", "env.num_envs=2", "env.num_groups=1", "env.actions=all"]
+    plain = make_env(load_config("configs/pong.yaml", overrides))
+    config = load_config("configs/pong.yaml", ["env.blank_columns=[8, 9]", *overrides])
+    vector, serial = make_env(config), make_env(config, serial=True)
+    try:
+        seen = plain.reset().reshape(2, 2, 80, 80)
+        np.testing.assert_array_equal(vector.reset(), serial.reset())
+        rng = np.random.default_rng(0)
+        opponent = 0
+        for _ in range(80):
+            actions = rng.integers(0, 6, size=2).astype(np.int32)
+            got = vector.step(actions).observations
+            np.testing.assert_array_equal(got, serial.step(actions).observations)
+            seen = plain.step(actions).observations.reshape(2, 2, 80, 80)
+            got = got.reshape(2, 2, 80, 80)
+            assert not got[:, :, :, 8:10].any()
+            np.testing.assert_array_equal(np.delete(got, [8, 9], axis=3), np.delete(seen, [8, 9], axis=3))
+            opponent += int(seen[:, 0, :, 8:10].sum())
+    finally:
+        for env in (plain, vector, serial):
+            env.close()
+    assert opponent > 80 * 2 * 8  # without the setting the paddle is there at every step
+    with pytest.raises(Exception, match=r"env.blank_columns: got \[80\], expected \[\] or columns 0-79"):
+        load_config("configs/pong.yaml", ["env.blank_columns=[80]"])
+    with pytest.raises(Exception, match="env.blank_columns: got .* of Atari games"):
+        load_config("cartpole", ["env.blank_columns=[8]"])
+
+
 def test_atari_frames_can_show_the_frame_beside_the_difference():
     """`env.frames: frame_and_difference`: what stands still (Breakout's paddle) is seen too."""
     config = load_config("breakout", ["env.frames=frame_and_difference", "env.num_envs=2"])
