@@ -159,3 +159,36 @@ def test_throughput_measures_the_trainer_with_the_settings_given():
     assert report["settings"] == ["rollout.backend=local", "env.actions=all"]
     assert report["agent_steps_per_second"]["pgkeras"] > 0
     assert 0 < report["pgkeras_over_ceiling"] < 2
+
+
+def test_column_reliance_sees_which_columns_a_policy_reads(tmp_path):
+    # A policy whose first layer reads only columns 8-9 (the opponent's paddle): blanking them moves
+    # its action probabilities, blanking its own paddle's columns or the ball's does not.
+    import numpy as np
+
+    from pgkeras.config import load_config, save_config
+    from pgkeras.policies import build_policy
+
+    overrides = ["env.actions=all", "env.frames=frame_and_difference", "model.hidden_units=[8]"]
+    config = load_config(CONFIGS / "pong.yaml", overrides)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(config, run_dir / "config.yaml")
+    model = build_policy(config.model, config.train, (2, 80, 80), 6)
+    dense = next(layer for layer in model.layers if layer.get_weights() and layer.get_weights()[0].shape[0] == 12800)
+    kernel, bias = dense.get_weights()
+    reads = np.zeros((2, 80, 80), bool)
+    reads[:, :, 8:10] = True
+    dense.set_weights([np.where(reads.reshape(-1, 1), 3 * kernel + 0.5, 0.0), bias])
+    model.save(run_dir / "opponent.keras")
+
+    result = subprocess.run(
+        [PYTHON, REPO / "benchmarks" / "column_reliance.py", run_dir, "--model", "opponent.keras", "--steps", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    distances = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))
+    assert float(distances["opponent paddle (7-10)"]) > 0.01
+    assert distances["own paddle (69-72)"] == distances["between (11-68)"] == "0.000"
