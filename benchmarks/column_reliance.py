@@ -25,7 +25,11 @@ from pgkeras.inference import action_probabilities
 SEED = 12345
 """Seed of the games and of the action sampler."""
 
-GROUPS = {"opponent paddle (7-10)": range(7, 11), "own paddle (69-72)": range(69, 73), "between (11-68)": range(11, 69)}
+GROUPS = {
+    "opponent paddle (7-10)": range(7, 11),
+    "own paddle (69-72)": range(69, 73),
+    "between (11-68)": range(11, 69),
+}
 
 
 def column_reliance(run_dir: Path, model_name: str, steps: int, games: int) -> dict[str, float]:

@@ -101,6 +101,9 @@ class EnvConfig:
     """Atari only: columns (0-79) of the 80x80 0/1 frame set to background before the policy sees
     it, e.g. [8, 9], where Pong's opponent paddle moves: the policy cannot copy the opponent and
     has to follow the ball. Empty: the whole frame."""
+    blank_columns_in: Literal["all", "frame"] = "all"
+    """Where `blank_columns` are blank: `all` the images the policy sees, or only the still `frame`
+    of `frames: frame_and_difference`, so what moves there still shows in the difference."""
     lqr: LQRConfig = field(default_factory=LQRConfig)
     """The regulator's matrices and noise (`id: LQR` only)."""
 
@@ -607,11 +610,15 @@ def validate(config: Config, source: str = "config") -> None:
     if env.projections and not (env.id in PONG_IDS or env.id.startswith("ALE/")):
         fail("env.projections", env.projections, "false for games other than Atari ones (ALE/...)")
     if env.projections and model.kind != "mlp":
-        fail("env.projections", env.projections, f"false with model.kind {model.kind} (its input is the image)")
+        fail(
+            "env.projections", env.projections, f"false with model.kind {model.kind} (its input is the image)"
+        )
     if env.blank_columns and not (
         (env.id in PONG_IDS or env.id.startswith("ALE/")) and all(0 <= c < 80 for c in env.blank_columns)
     ):
         fail("env.blank_columns", env.blank_columns, "[] or columns 0-79 of Atari games (ALE/...)")
+    if env.blank_columns_in == "frame" and env.frames != "frame_and_difference":
+        fail("env.blank_columns_in", env.blank_columns_in, "all unless env.frames is frame_and_difference")
     if env.actions != "updown" and env.id not in PONG_IDS:
         fail("env.actions", env.actions, "updown for games other than Pong (they use their own action set)")
     for name in ("hidden_units", "conv_filters", "conv_kernel_sizes", "conv_strides"):

@@ -125,17 +125,20 @@ class FramesOf:
 
 class Observe:
     """0/1 frames of `frame_shape` -> what the policy sees (`env.frames`): their differences, or
-    the frame and the difference side by side; with `projections` (`env.projections`) each image's
-    row sums and column sums follow it."""
+    the frame and the difference side by side, the frame without `blank_frame_columns` (of the
+    80x80 frame; `env.blank_columns_in: frame`); with `projections` (`env.projections`) each
+    image's row sums and column sums follow it."""
 
     def __init__(
         self,
         frames: str = "difference",
         frame_shape: tuple[int, int] = (FRAME_HEIGHT, FRAME_WIDTH),
         projections: bool = False,
-        blank_columns: tuple[int, ...] = (),
+        blank_frame_columns: tuple[int, ...] = (),
     ):
         self.stacked = frames == "frame_and_difference"
+        pool = FRAME_WIDTH // frame_shape[1]  # blank_frame_columns are columns of the 80x80 frame
+        self.blank_frame_columns = sorted({column // pool for column in blank_frame_columns})
         self.images = (2 if self.stacked else 1, *frame_shape)
         self.projections = projections
         self.shape = self.images if self.stacked else tuple(frame_shape)
@@ -150,6 +153,9 @@ class Observe:
         """int8 observations for uint8 0/1 frames `(N, frame_size)`, advancing `difference`."""
         changes = difference(frames, new_episode)
         images = np.concatenate([frames.view(np.int8), changes], axis=1) if self.stacked else changes
+        if self.blank_frame_columns:  # the still frame only: what moves there shows in the difference
+            planes, height, width = self.images
+            images.reshape(len(images), planes, height, width)[:, 0, :, self.blank_frame_columns] = 0
         if not self.projections:
             return images
         return np.concatenate([images, image_projections(images, self.images)], axis=1)
@@ -272,6 +278,7 @@ class AtariVectorEnv:
         projections: append each image's row and column sums (`env.projections`,
             `image_projections`): observations `(N, 6560)` for 80x80 differences, a flat shape.
         blank_columns: columns of the 80x80 frame the policy never sees (`env.blank_columns`).
+        blank_columns_in: `all`, or `frame`: blank only in the still frame (`env.blank_columns_in`).
     """
 
     observation_shape = (FRAME_HEIGHT, FRAME_WIDTH)
@@ -294,13 +301,15 @@ class AtariVectorEnv:
         frame_pool: int = 1,
         projections: bool = False,
         blank_columns: tuple[int, ...] = (),
+        blank_columns_in: str = "all",
     ):
         from ale_py.vector_env import AtariVectorEnv as AleVectorEnv
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
-        self.frames = FramesOf(game, frame_pool, blank_columns)
-        self.observe = Observe(frames, self.frames.shape, projections)
+        frame_only = blank_columns_in == "frame"
+        self.frames = FramesOf(game, frame_pool, () if frame_only else blank_columns)
+        self.observe = Observe(frames, self.frames.shape, projections, blank_columns if frame_only else ())
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
 
@@ -483,14 +492,16 @@ class AtariSerialEnv(LockstepGroups):
         frame_pool: int = 1,
         projections: bool = False,
         blank_columns: tuple[int, ...] = (),
+        blank_columns_in: str = "all",
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
         self.game = game
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
-        self.frames = FramesOf(game, frame_pool, blank_columns)
-        self.observe = Observe(frames, self.frames.shape, projections)
+        frame_only = blank_columns_in == "frame"
+        self.frames = FramesOf(game, frame_pool, () if frame_only else blank_columns)
+        self.observe = Observe(frames, self.frames.shape, projections, blank_columns if frame_only else ())
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -925,6 +936,7 @@ def make_env(
             num_envs, env.frame_skip, env.sticky_action_prob, env.max_episode_steps, env.actions,
             game=ale_game(env.id), frames=env.frames, frame_pool=env.frame_pool,
             projections=env.projections, blank_columns=tuple(env.blank_columns),
+            blank_columns_in=env.blank_columns_in,
         )  # fmt: skip
     if is_atari(env.id):
         return AtariVectorEnv(
@@ -941,6 +953,7 @@ def make_env(
             frame_pool=env.frame_pool,
             projections=env.projections,
             blank_columns=tuple(env.blank_columns),
+            blank_columns_in=env.blank_columns_in,
         )
     if env.id == LQR_ID:
         return LQRVectorEnv(env.lqr, num_envs, env.max_episode_steps)

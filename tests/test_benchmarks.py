@@ -175,15 +175,18 @@ def test_column_reliance_sees_which_columns_a_policy_reads(tmp_path):
     run_dir.mkdir()
     save_config(config, run_dir / "config.yaml")
     model = build_policy(config.model, config.train, (2, 80, 80), 6)
-    dense = next(layer for layer in model.layers if layer.get_weights() and layer.get_weights()[0].shape[0] == 12800)
+    dense = next(
+        layer for layer in model.layers if layer.get_weights() and layer.get_weights()[0].shape[0] == 12800
+    )
     kernel, bias = dense.get_weights()
     reads = np.zeros((2, 80, 80), bool)
     reads[:, :, 8:10] = True
     dense.set_weights([np.where(reads.reshape(-1, 1), 3 * kernel + 0.5, 0.0), bias])
     model.save(run_dir / "opponent.keras")
 
+    script = REPO / "benchmarks" / "column_reliance.py"
     result = subprocess.run(
-        [PYTHON, REPO / "benchmarks" / "column_reliance.py", run_dir, "--model", "opponent.keras", "--steps", "100"],
+        [PYTHON, script, run_dir, "--model", "opponent.keras", "--steps", "100"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

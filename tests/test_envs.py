@@ -271,19 +271,26 @@ def test_projections_follow_the_images_as_their_row_and_column_sums():
     assert len(ball_rows) > 10  # the sums were seen to follow a moving ball
     with pytest.raises(Exception, match="env.projections: got True, expected false with model.kind conv"):
         load_config("configs/pong.yaml", ["env.projections=true", "model.kind=conv", "rollout.backend=local"])
-    with pytest.raises(Exception, match="env.projections: got True, expected false for games other than Atari"):
+    with pytest.raises(
+        Exception, match="env.projections: got True, expected false for games other than Atari"
+    ):
         load_config("cartpole", ["env.projections=true"])
 
 
-def test_blank_columns_hide_the_opponent_paddle_and_nothing_else():
-    """`env.blank_columns: [8, 9]`: Pong's opponent paddle never shows, in the frame or the
-    difference, in the workers' games as in the vector env's; every other pixel is as without it."""
+@pytest.mark.parametrize("where", ["all", "frame"])
+def test_blank_columns_hide_the_opponent_paddle_and_nothing_else(where):
+    """`env.blank_columns: [8, 9]`: Pong's opponent paddle never shows in the frame, nor in the
+    difference unless `env.blank_columns_in: frame`; in the workers' games as in the vector env's;
+    every other pixel is as without the setting."""
     overrides = ["env.frames=frame_and_difference", "env.num_envs=2", "env.num_groups=1", "env.actions=all"]
     plain = make_env(load_config("configs/pong.yaml", overrides))
-    config = load_config("configs/pong.yaml", ["env.blank_columns=[8, 9]", *overrides])
+    config = load_config(
+        "configs/pong.yaml", ["env.blank_columns=[8, 9]", f"env.blank_columns_in={where}", *overrides]
+    )
     vector, serial = make_env(config), make_env(config, serial=True)
+    hidden = [0] if where == "frame" else [0, 1]  # the images without the paddle: frame, difference
     try:
-        seen = plain.reset().reshape(2, 2, 80, 80)
+        plain.reset()
         np.testing.assert_array_equal(vector.reset(), serial.reset())
         rng = np.random.default_rng(0)
         opponent = 0
@@ -293,8 +300,10 @@ def test_blank_columns_hide_the_opponent_paddle_and_nothing_else():
             np.testing.assert_array_equal(got, serial.step(actions).observations)
             seen = plain.step(actions).observations.reshape(2, 2, 80, 80)
             got = got.reshape(2, 2, 80, 80)
-            assert not got[:, :, :, 8:10].any()
+            assert not got[:, hidden, :, 8:10].any()
             np.testing.assert_array_equal(np.delete(got, [8, 9], axis=3), np.delete(seen, [8, 9], axis=3))
+            if where == "frame":
+                np.testing.assert_array_equal(got[:, 1], seen[:, 1])  # the paddle moves in the difference
             opponent += int(seen[:, 0, :, 8:10].sum())
     finally:
         for env in (plain, vector, serial):
@@ -304,6 +313,8 @@ def test_blank_columns_hide_the_opponent_paddle_and_nothing_else():
         load_config("configs/pong.yaml", ["env.blank_columns=[80]"])
     with pytest.raises(Exception, match="env.blank_columns: got .* of Atari games"):
         load_config("cartpole", ["env.blank_columns=[8]"])
+    with pytest.raises(Exception, match="env.blank_columns_in: got 'frame', expected all unless env.frames"):
+        load_config("configs/pong.yaml", ["env.blank_columns=[8]", "env.blank_columns_in=frame"])
 
 
 def test_atari_frames_can_show_the_frame_beside_the_difference():
