@@ -249,6 +249,21 @@ class LockstepGroups:
         return self.step(self._sent_actions)
 
 
+def screens_to_observations(
+    game: str,
+    frames: str,
+    frame_pool: int,
+    projections: bool,
+    blank_columns: tuple[int, ...],
+    blank_columns_in: str,
+) -> tuple[FramesOf, Observe]:
+    """The two stages from screens to what the policy sees, with `env.blank_columns` blanked in
+    the 0/1 frames (`all`) or only in the still frame beside the difference (`frame`)."""
+    frame_only = blank_columns_in == "frame"
+    stage = FramesOf(game, frame_pool, () if frame_only else blank_columns)
+    return stage, Observe(frames, stage.shape, projections, blank_columns if frame_only else ())
+
+
 class AtariVectorEnv:
     """Atari games stepped together in ale-py's C++ vector env, seen as differences of 0/1 frames.
 
@@ -307,9 +322,9 @@ class AtariVectorEnv:
 
         self.game = game
         self.action_map, self.action_names = game_action_set(game, actions)
-        frame_only = blank_columns_in == "frame"
-        self.frames = FramesOf(game, frame_pool, () if frame_only else blank_columns)
-        self.observe = Observe(frames, self.frames.shape, projections, blank_columns if frame_only else ())
+        self.frames, self.observe = screens_to_observations(
+            game, frames, frame_pool, projections, blank_columns, blank_columns_in
+        )
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
         self.num_actions = len(self.action_map)
 
@@ -499,9 +514,9 @@ class AtariSerialEnv(LockstepGroups):
         self.game = game
         action_map, self.action_names = game_action_set(game, actions)
         self.num_actions = len(action_map)
-        frame_only = blank_columns_in == "frame"
-        self.frames = FramesOf(game, frame_pool, () if frame_only else blank_columns)
-        self.observe = Observe(frames, self.frames.shape, projections, blank_columns if frame_only else ())
+        self.frames, self.observe = screens_to_observations(
+            game, frames, frame_pool, projections, blank_columns, blank_columns_in
+        )
         self.observation_shape, self.observation_size = self.observe.shape, self.observe.size
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
