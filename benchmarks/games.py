@@ -58,7 +58,7 @@ def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
             )  # fmt: skip
     axis.set(xlabel="agent steps (millions)", ylabel="running reward")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8 if len(groups) <= 20 else 7)  # more than 20 lines of 8 points overflow
+    axis.legend(fontsize=8 if len(groups) <= 20 else 6.5)  # more than 20 lines of 8 points overflow
     figure.tight_layout()
     figure.savefig(out, dpi=90)
     return out
