@@ -99,8 +99,8 @@ class EnvConfig:
     it is (`pgkeras.envs.image_projections`). The observation is then a flat vector: `mlp` only."""
     blank_columns: list[int] = field(default_factory=list)
     """Atari only: columns (0-79) of the 80x80 0/1 frame set to background before the policy sees
-    it, e.g. [8, 9], where Pong's opponent paddle moves: the policy cannot copy the opponent and
-    has to follow the ball. Empty: the whole frame."""
+    it, e.g. [8, 9], where Pong's opponent paddle moves, so the policy cannot copy the opponent
+    (issue 22). Empty: the whole frame."""
     blank_columns_in: Literal["all", "frame"] = "all"
     """Where `blank_columns` are blank: `all` the images the policy sees, or only the still `frame`
     of `frames: frame_and_difference`, so what moves there still shows in the difference."""
