@@ -4,11 +4,14 @@ length and the points lost as (index of the point, agent step).
 
     python benchmarks/lost_points.py runs/pong-seed0 --games 4
     python benchmarks/lost_points.py --first-point random --games 100   # no policy: the first point only
+    python benchmarks/lost_points.py --first-point random --games 100 --noops 20  # NOOPs first
 
 Pong without sticky actions starts every game alike, so a policy near +20 that loses one point per
 game often loses the same one: the first serve (issue 22). `--first-point ACTION` plays only the
 first point of `--games` games from reset, every step with ACTION (one of Pong's six: NOOP, FIRE,
-UP, DOWN, UPFIRE, DOWNFIRE) or with uniformly random ones, and counts the points won.
+UP, DOWN, UPFIRE, DOWNFIRE) or with uniformly random ones, and counts the points won. `--noops K`
+plays K NOOPs before ACTION (a no-op start, as DQN's and EnvPool's `noop_max` draw them): the serve
+comes at the same agent step whatever K, so no-op starts only leave less time to meet it.
 """
 
 from __future__ import annotations
@@ -40,17 +43,23 @@ def lost_points(run_dir: Path, model_name: str, games: int) -> list[tuple[int, i
     return play(env, sampler.sample, first_point_only=False)
 
 
-def first_points(action: str, games: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
+def first_points(action: str, games: int, noops: int = 0) -> list[tuple[int, int, list[tuple[int, int]]]]:
     """The first point of `games` games of Pong (all six actions, frame skip 4, no sticky actions),
-    every step played with `action` or, for `random`, a uniformly random action."""
+    the first `noops` steps with NOOP, every later step with `action` or, for `random`, a uniformly
+    random action."""
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "pong.yaml", ["env.actions=all"])
     env = make_env(config, num_envs=games)
     if action != "random" and action not in env.action_names:
         names = ", ".join(env.action_names)
         raise SystemExit(f"--first-point: got {action!r}, expected random or one of {names}")
     rng = np.random.default_rng(SEED)
+    steps = 0
 
     def choose(observations: np.ndarray) -> np.ndarray:
+        nonlocal steps
+        steps += 1
+        if steps <= noops:
+            return np.full(games, env.action_names.index("NOOP"))
         if action == "random":
             return rng.integers(env.num_actions, size=games)
         return np.full(games, env.action_names.index(action))
@@ -90,15 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="model.keras", help="the policy file in each run folder")
     parser.add_argument("--games", type=int, default=4)
     parser.add_argument("--first-point", metavar="ACTION", help="no policy: play only the first point")
+    parser.add_argument("--noops", type=int, default=0, help="with --first-point: NOOPs before ACTION")
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.first_point):
         parser.error("give run folders or --first-point ACTION, not both")
+    if args.noops and not args.first_point or args.noops < 0:
+        parser.error(f"--noops: got {args.noops}, expected a count of 0 or more, with --first-point")
 
     if args.first_point:
-        results = first_points(args.first_point, args.games)
+        results = first_points(args.first_point, args.games, args.noops)
         won = sum(score > 0 for score, _, _ in results)
         ends = sorted({steps - 1 for _, steps, _ in results})  # the step that ended the point
-        print(f"first point with {args.first_point}: won {won} of {args.games}; ended at agent steps {ends}")
+        after = f" after {args.noops} NOOPs" if args.noops else ""
+        won_of = f"won {won} of {args.games}"
+        print(f"first point with {args.first_point}{after}: {won_of}; ended at agent steps {ends}")
         return 0
     for run in args.runs:
         if not (run / args.model).is_file() or not (run / "config.yaml").is_file():

@@ -150,7 +150,14 @@ def build_policy(
                 strict=True,
             )
         ):
-            x = keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=f"conv_{i}")(x)
+            x = keras.layers.Conv2D(
+                filters,
+                kernel,
+                strides=stride,
+                activation="relu",
+                dtype=model_config.hidden_dtype,
+                name=f"conv_{i}",
+            )(x)
         x = keras.layers.Flatten(name="flatten")(x)
         if model_config.dropout:
             x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
@@ -159,7 +166,9 @@ def build_policy(
         "kernel_initializer": _initializer(model_config.kernel_initializer),
     }
     for i, units in enumerate(model_config.hidden_units):
-        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}", **dense)(x)
+        x = keras.layers.Dense(
+            units, activation="relu", dtype=model_config.hidden_dtype, name=f"hidden_{i}", **dense
+        )(x)
     if model_config.output == "sigmoid":
         if num_actions != 2:
             raise ValueError(

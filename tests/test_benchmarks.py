@@ -110,6 +110,14 @@ def test_pong_s_first_serve_beats_a_paddle_that_holds_one_action():
         ]
 
 
+def test_no_op_starts_do_not_move_pong_s_first_serve():
+    # benchmarks/README.md, issue 22's eleventh session: NOOPs before play (DQN's and EnvPool's
+    # no-op starts) leave the serve where it was, at agent step 63, with less time to meet it.
+    assert lost_points("--first-point", "UP", "--games", 1, "--noops", 30) == [
+        "first point with UP after 30 NOOPs: won 0 of 1; ended at agent steps [63]"
+    ]
+
+
 def test_lost_points_names_a_folder_that_is_not_a_run(tmp_path):
     result = subprocess.run(
         [PYTHON, LOST_POINTS, tmp_path], cwd=REPO, capture_output=True, text=True, timeout=300
@@ -195,3 +203,22 @@ def test_column_reliance_sees_which_columns_a_policy_reads(tmp_path):
     distances = dict(part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))
     assert float(distances["opponent paddle (7-10)"]) > 0.01
     assert distances["own paddle (69-72)"] == distances["between (11-68)"] == "0.000"
+
+
+def test_update_cost_times_the_config_s_update_in_both_hidden_dtypes():
+    # A real batch of at least the config's samples, and the update of each model.hidden_dtype.
+    script = REPO / "benchmarks" / "update_cost.py"
+    overrides = ["--set", "train.samples_per_update=300", "--set", "model.hidden_units=[16]"]
+    result = subprocess.run(
+        [PYTHON, script, "--config", CONFIGS / "pong_fast.yaml", *overrides, "--rounds", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, float32, bfloat16, ratio = result.stdout.splitlines()
+    samples = int(header.split(" on ")[1].split(" samples")[0].replace(",", ""))
+    assert header.startswith("pong_fast.yaml: one update on ") and samples >= 300
+    assert float32.split()[0] == "float32" and bfloat16.split()[0] == "mixed_bfloat16"
+    milliseconds = [float(line.split()[1]) for line in (float32, bfloat16)]
+    assert all(ms > 0 for ms in milliseconds)
+    prefix, value = ratio.split(": ")
+    assert prefix == "mixed_bfloat16 / float32" and float(value) > 0

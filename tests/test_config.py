@@ -180,6 +180,11 @@ def test_missing_file(tmp_path):
             "model.value_head: got True, expected false with model.kind linear_gaussian",
         ),
         (
+            ["env.id=LQR", "model.kind=linear_gaussian", "model.hidden_dtype=mixed_bfloat16"],
+            "model.hidden_dtype: got 'mixed_bfloat16', expected float32 with model.kind linear_gaussian",
+        ),
+        (["model.hidden_dtype=bfloat16"], "model.hidden_dtype: got 'bfloat16', expected one of"),
+        (
             ["model.output=sigmoid", "train.entropy_weight=0.01"],
             "train.entropy_weight: got 0.01, expected 0 unless model.kind is mlp or conv, softmax",
         ),

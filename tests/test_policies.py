@@ -116,3 +116,34 @@ def test_conv_policy_takes_planes_of_frames():
     image = keras.Model(model.input, model.get_layer("image").output)(frame_only)
     np.testing.assert_array_equal(np.asarray(image)[0, :, :, 0], 1)
     np.testing.assert_array_equal(np.asarray(image)[0, :, :, 1], 0)
+
+
+def test_bfloat16_hidden_layers_multiply_in_bfloat16_and_step_as_float32_does():
+    """`model.hidden_dtype: mixed_bfloat16`: the hidden layer multiplies in bfloat16 but keeps float32
+    weights, the softmax stays float32, and one step of the trick moves the weights as the float32
+    policy's step does, to bfloat16's rounding (plain SGD, so the step is the gradient)."""
+    rng = np.random.default_rng(3)
+    observations = np.zeros((256, 12800), np.int8)  # Pong-like: frame pixels of 1, differences of -1 and 1
+    for row in observations:
+        row[rng.integers(0, 6400, 40)] = 1
+        row[6400 + rng.integers(0, 6400, 20)] = rng.choice([-1, 1], 20)
+    actions, advantages = rng.integers(0, 6, 256), rng.normal(size=256).astype(np.float32)
+    train = TrainConfig(optimizer="sgd", learning_rate=0.1)
+    exact = build_policy(ModelConfig(), train, (2, 80, 80), 6)
+    mixed = build_policy(ModelConfig(hidden_dtype="mixed_bfloat16"), train, (2, 80, 80), 6)
+    mixed.set_weights(exact.get_weights())
+    hidden = mixed.get_layer("hidden_0")
+    assert (hidden.compute_dtype, hidden.variable_dtype) == ("bfloat16", "float32")
+    assert mixed.get_layer("action_probabilities").compute_dtype == "float32"
+    assert all(w.dtype == np.float32 for w in mixed.get_weights())
+    np.testing.assert_allclose(
+        mixed.predict_on_batch(observations), exact.predict_on_batch(observations), rtol=0.02, atol=1e-3
+    )
+    before = exact.get_weights()
+    update_policy(exact, observations, actions, advantages)
+    update_policy(mixed, observations, actions, advantages)
+    for start, a, b in zip(before, exact.get_weights(), mixed.get_weights(), strict=True):
+        step_exact, step_mixed = a - start, b - start
+        # Measured: 4-5% off in the hidden layer (its products and gradient kept 8 bits of mantissa,
+        # and a few units cross zero), 0.3% in the softmax layer.
+        assert np.linalg.norm(step_mixed - step_exact) < 0.1 * np.linalg.norm(step_exact)

@@ -242,6 +242,22 @@ def test_other_inputs_train_through_the_workers_resume_exactly_and_play(tmp_path
     assert len(scores) == 1
 
 
+@pytest.mark.slow
+def test_bfloat16_hidden_layers_train_resume_exactly_and_play(tmp_path):
+    """`model.hidden_dtype: mixed_bfloat16` on the shape of `configs/pong_fast.yaml` (the frame beside
+    the difference, six actions, two clipped steps): the saved policy keeps its bfloat16 hidden layer
+    and float32 weights, a resumed run repeats the uninterrupted one bit for bit, and it plays."""
+    overrides = [*TINY_PONG, "env.num_envs=2", "train.max_steps=null", "model.hidden_dtype=mixed_bfloat16"]
+    config = load_config(CONFIGS / "pong_fast.yaml", overrides)
+    train(config, tmp_path / "first", callbacks=[StopAt(5)])
+    model = keras.models.load_model(tmp_path / "first" / "model.keras")
+    assert model.get_layer("hidden_0").compute_dtype == "bfloat16" and model.output_shape == (None, 6)
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 5)
+    scores = pgkeras.play(tmp_path / "first", num_episodes=1, max_steps=300, report=lambda line: None)
+    assert len(scores) == 1
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(tmp_path):
     config = load_config(CONFIGS / "cartpole.yaml", ["train.max_steps=300", "train.checkpoint_every=1000"])
     run_dir = tmp_path / "run"
