@@ -147,3 +147,17 @@ def test_bfloat16_hidden_layers_multiply_in_bfloat16_and_step_as_float32_does():
         # Measured: 4-5% off in the hidden layer (its products and gradient kept 8 bits of mantissa,
         # and a few units cross zero), 0.3% in the softmax layer.
         assert np.linalg.norm(step_mixed - step_exact) < 0.1 * np.linalg.norm(step_exact)
+
+
+def test_bfloat16_reaches_the_convolutions_of_a_conv_policy():
+    config = ModelConfig(kind="conv", hidden_units=[32], hidden_dtype="mixed_bfloat16")
+    model = build_policy(config, TrainConfig(), (80, 80), 2)
+    hidden = ("conv_0", "conv_1", "hidden_0")
+    assert [model.get_layer(name).compute_dtype for name in hidden] == ["bfloat16"] * 3
+    assert model.get_layer("action_probabilities").compute_dtype == "float32"
+    rng = np.random.default_rng(0)
+    before = [w.copy() for w in model.get_weights()]
+    loss = update_policy(model, rng.integers(-1, 2, size=(64, 6400)).astype(np.int8), rng.integers(0, 2, 64),
+                         rng.normal(size=64).astype(np.float32))  # fmt: skip
+    assert np.isfinite(loss)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
