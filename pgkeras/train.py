@@ -387,7 +387,8 @@ def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, co
     refreshed; returns the last step's loss. From the second step on, each sample's weight is its
     advantage times the ratio of its action's probability now to before the first step, clipped
     as PPO does (`clipped_sample_weights`). The ratios come from the trainer's copy of the policy,
-    so with `rollout.asynchronous` "before" is the policy of the update, not the one that played."""
+    so with `rollout.asynchronous` "before" is the policy of the update, not the one that played.
+    A sample whose action had probability 0 in float32 before the first step keeps ratio 1."""
     train_config = config.train
     advantages = batch_advantages(model, batch, train_config)
     observations, actions = batch.observations, batch.actions
@@ -395,7 +396,10 @@ def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, co
     weights = advantages
     for step in range(train_config.epochs):
         if step:
-            ratios = taken_probabilities(model, observations, actions) / before
+            # A probability that was 0 in float32 before the first step (a near-certain policy's
+            # rare action, below float32's range) has no ratio: it keeps 1, the first step's weight.
+            now = taken_probabilities(model, observations, actions)
+            ratios = np.divide(now, before, out=np.ones_like(now), where=before > 0)
             weights = clipped_sample_weights(advantages, ratios, train_config.clip_range)
         loss = update_policy(
             model, observations, actions, weights, train_config.minibatch_size,

@@ -15,7 +15,8 @@ from pgkeras.envs import make_env
 from pgkeras.evaluation import play_one_episode_each
 from pgkeras.metrics import COLUMNS, read_metrics
 from pgkeras.policies import ActionSampler
-from pgkeras.train import taken_probabilities, train
+from pgkeras.rollout import Batch
+from pgkeras.train import taken_probabilities, train, update_on_batch
 
 TINY_PONG = ["env.num_envs=4", "train.samples_per_update=1000", "train.checkpoint_every=2",
              "model.hidden_units=[16]"]  # fmt: skip
@@ -220,6 +221,29 @@ def test_the_ratios_probabilities_are_those_the_games_were_played_with(kind):
     sampler = ActionSampler(model, np.random.default_rng(0))
     expected = sampler.probabilities(observations)[np.arange(300), actions]
     np.testing.assert_allclose(taken_probabilities(model, observations, actions), expected, rtol=1e-5)
+
+
+def test_a_clipped_step_survives_an_action_whose_probability_was_0_in_float32():
+    """`train.epochs: 2` on a batch holding an action that a near-certain policy gives a probability
+    below float32's range (a point played by the policy before the last update can hold one): its
+    ratio would be 0/0; it keeps ratio 1, and the update stays finite. (Seen at update 818 of a
+    1,250-sample run of `pong_fast.yaml`, which stopped with a NaN loss.)"""
+    config = load_config(CONFIGS / "pong.yaml", ["model.hidden_units=[8]", "train.epochs=2"])
+    model = pgkeras.build_policy(config.model, config.train, (6400,), 2)
+    kernel, bias = model.get_layer("action_probabilities").get_weights()
+    model.get_layer("action_probabilities").set_weights(
+        [np.zeros_like(kernel), np.array([0.0, -200.0], np.float32)]
+    )
+    rng = np.random.default_rng(0)
+    observations = rng.integers(-1, 2, size=(64, 6400)).astype(np.int8)
+    actions = np.zeros(64, np.int32)
+    actions[:4] = 1  # probability exp(-200): 0 in float32
+    assert (taken_probabilities(model, observations, actions)[:4] == 0).all()
+    returns = rng.normal(size=64).astype(np.float32)
+    batch = Batch(observations, actions, np.zeros(64, np.float32), returns, np.zeros(64, bool),
+                  np.zeros(0), np.zeros(0, np.int64), np.zeros(64, np.int64), 64)  # fmt: skip
+    loss = update_on_batch(model, ActionSampler(model, rng), batch, config)
+    assert np.isfinite(loss) and all(np.isfinite(w).all() for w in model.get_weights())
 
 
 @pytest.mark.slow
