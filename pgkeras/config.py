@@ -148,8 +148,9 @@ class ModelConfig:
     """`mlp` and `conv`: the Keras dtype policy of the hidden layers (convolutions and Dense ReLU
     layers). `mixed_bfloat16` multiplies in bfloat16 (inputs and weights rounded to 8 bits of
     mantissa, sums in float32) and keeps the weights and the optimizer in float32; the output
-    layers stay float32. On a CPU with bfloat16 instructions (AVX512-BF16, AMX) the update takes
-    about half the time; without them about three times as long (benchmarks/update_cost.py)."""
+    layers stay float32. On the development CPU, which has bfloat16 instructions (AVX512-BF16,
+    AMX), the update takes about half the time; with oneDNN kept from them about three times as
+    long (benchmarks/update_cost.py). Not measured on a CPU without them."""
 
     @property
     def gaussian_sigma(self) -> float | None:
