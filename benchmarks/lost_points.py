@@ -3,6 +3,7 @@ policy (sampled actions, the run's own game settings) and prints, for each game,
 length and the points lost as (index of the point, agent step).
 
     python benchmarks/lost_points.py runs/pong-seed0 --games 4
+    python benchmarks/lost_points.py runs/pong-seed0 --games 4 --actions  # and each action's share
     python benchmarks/lost_points.py --first-point random --games 100   # no policy: the first point only
     python benchmarks/lost_points.py --first-point random --games 100 --noops 20  # NOOPs first
 
@@ -29,9 +30,13 @@ from pgkeras.envs import make_env
 SEED = 12345
 """Seed of the games and of the action sampler."""
 
+Game = tuple[int, int, list[tuple[int, int]], dict[str, float]]
+"""(score, agent steps, [(point index, agent step) of each lost point], {action name: share of the
+game's steps})."""
 
-def lost_points(run_dir: Path, model_name: str, games: int) -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """(score, agent steps, [(point index, agent step) of each lost point]) of `games` full games."""
+
+def lost_points(run_dir: Path, model_name: str, games: int) -> list[Game]:
+    """`games` full games with the run's policy `model_name`."""
     from pgkeras import load_policy
     from pgkeras.evaluation import make_eval_env
     from pgkeras.policies import make_sampler
@@ -43,7 +48,7 @@ def lost_points(run_dir: Path, model_name: str, games: int) -> list[tuple[int, i
     return play(env, sampler.sample, first_point_only=False)
 
 
-def first_points(action: str, games: int, noops: int = 0) -> list[tuple[int, int, list[tuple[int, int]]]]:
+def first_points(action: str, games: int, noops: int = 0) -> list[Game]:
     """The first point of `games` games of Pong (all six actions, frame skip 4, no sticky actions),
     the first `noops` steps with NOOP, every later step with `action` or, for `random`, a uniformly
     random action."""
@@ -73,9 +78,12 @@ def play(env, choose, first_point_only: bool, max_steps: int = 100_000):
     points: list[list[int]] = [[] for _ in range(env.num_envs)]
     lost: list[list[tuple[int, int]]] = [[] for _ in range(env.num_envs)]
     steps = np.zeros(env.num_envs, dtype=int)  # agent steps played so far (0-based step of the next)
+    counts = np.zeros((env.num_envs, env.num_actions), dtype=int)  # actions taken in each game
     playing = np.ones(env.num_envs, dtype=bool)
     for _ in range(max_steps):
-        result = env.step(np.asarray(choose(observations)))
+        actions = np.asarray(choose(observations))
+        np.add.at(counts, (np.flatnonzero(playing), actions[playing]), 1)
+        result = env.step(actions)
         for game in np.flatnonzero(playing & (result.rewards != 0)):
             if result.rewards[game] < 0:
                 lost[game].append((len(points[game]), int(steps[game])))
@@ -88,7 +96,8 @@ def play(env, choose, first_point_only: bool, max_steps: int = 100_000):
             break
         observations = result.observations
     env.close()
-    return [(sum(p), int(s), lst) for p, s, lst in zip(points, steps, lost, strict=True)]
+    shares = [dict(zip(env.action_names, row / max(row.sum(), 1), strict=True)) for row in counts]
+    return [(sum(p), int(s), lst, sh) for p, s, lst, sh in zip(points, steps, lost, shares, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--games", type=int, default=4)
     parser.add_argument("--first-point", metavar="ACTION", help="no policy: play only the first point")
     parser.add_argument("--noops", type=int, default=0, help="with --first-point: NOOPs before ACTION")
+    parser.add_argument("--actions", action="store_true", help="also print each action's share of the steps")
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.first_point):
         parser.error("give run folders or --first-point ACTION, not both")
@@ -108,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.first_point:
         results = first_points(args.first_point, args.games, args.noops)
-        won = sum(score > 0 for score, _, _ in results)
-        ends = sorted({steps - 1 for _, steps, _ in results})  # the step that ended the point
+        won = sum(score > 0 for score, _, _, _ in results)
+        ends = sorted({steps - 1 for _, steps, _, _ in results})  # the step that ended the point
         after = f" after {args.noops} NOOPs" if args.noops else ""
         won_of = f"won {won} of {args.games}"
         print(f"first point with {args.first_point}{after}: {won_of}; ended at agent steps {ends}")
@@ -117,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         if not (run / args.model).is_file() or not (run / "config.yaml").is_file():
             parser.error(f"{run}: needs config.yaml and {args.model} (a run folder made by the trainer)")
-        for game, (score, steps, lost) in enumerate(lost_points(run, args.model, args.games)):
-            print(f"{run} game {game}: {score:+d} in {steps} steps; lost points (index, step): {lost}")
+        for game, (score, steps, lost, shares) in enumerate(lost_points(run, args.model, args.games)):
+            line = f"{run} game {game}: {score:+d} in {steps} steps; lost points (index, step): {lost}"
+            if args.actions:
+                line += "; actions: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+            print(line)
     return 0
 
 

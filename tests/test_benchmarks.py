@@ -126,7 +126,7 @@ def test_lost_points_names_a_folder_that_is_not_a_run(tmp_path):
     assert f"{tmp_path}: needs config.yaml and model.keras" in result.stderr.splitlines()[-1]
 
 
-def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
+def test_lost_points_of_a_policy_are_listed_with_their_step_and_its_actions(tmp_path):
     from pgkeras.config import load_config, save_config
     from pgkeras.envs import make_env
     from pgkeras.policies import build_policy
@@ -141,11 +141,15 @@ def test_lost_points_of_a_policy_are_listed_with_their_step(tmp_path):
     )
     env.close()
 
-    lines = lost_points(run_dir, "--model", "untrained.keras", "--games", 1)
+    lines = lost_points(run_dir, "--model", "untrained.keras", "--games", 1, "--actions")
 
     assert len(lines) == 1 and lines[0].startswith(f"{run_dir} game 0: ")
     score = int(lines[0].split(": ")[1].split(" ")[0])
-    lost = ast.literal_eval(lines[0].split("(index, step): ")[1])
+    points, actions = lines[0].split("(index, step): ")[1].split("; actions: ")
+    lost = ast.literal_eval(points)
+    shares = dict(share.split(" ") for share in actions.split(", "))
+    assert list(shares) == ["NOOP", "FIRE", "UP", "DOWN", "UPFIRE", "DOWNFIRE"]
+    assert abs(sum(int(share.rstrip("%")) for share in shares.values()) - 100) <= 3  # each rounded
     won = score + len(lost)
     assert max(won, len(lost)) == 21  # a full game: one side reached 21
     indices, steps = [index for index, _ in lost], [step for _, step in lost]
