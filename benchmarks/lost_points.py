@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give run folders or --first-point ACTION, not both")
     if args.noops and not args.first_point or args.noops < 0:
         parser.error(f"--noops: got {args.noops}, expected a count of 0 or more, with --first-point")
+    if args.actions and args.first_point:
+        parser.error("--actions: goes with run folders, not with --first-point")
 
     if args.first_point:
         results = first_points(args.first_point, args.games, args.noops)

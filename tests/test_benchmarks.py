@@ -118,6 +118,13 @@ def test_no_op_starts_do_not_move_pong_s_first_serve():
     ]
 
 
+def test_lost_points_refuses_actions_without_a_policy():
+    command = [PYTHON, LOST_POINTS, "--first-point", "UP", "--actions"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--actions: goes with run folders, not with --first-point" in result.stderr.splitlines()[-1]
+
+
 def test_lost_points_names_a_folder_that_is_not_a_run(tmp_path):
     result = subprocess.run(
         [PYTHON, LOST_POINTS, tmp_path], cwd=REPO, capture_output=True, text=True, timeout=300
