@@ -216,6 +216,9 @@ class TrainConfig:
     entropy_weight: float = 0.0
     """`mlp` and `conv` softmax policies: subtract this times the mean entropy of the batch's action
     distributions from the loss, which keeps the policy from settling too early; 0: no entropy term."""
+    entropy_steps: int | None = None
+    """Agent steps (summed over all games) during which `entropy_weight` applies: from the first
+    update that starts at or after this many steps the loss has no entropy term. null: throughout."""
     max_steps: int | None = None
     """Stop after this many agent steps, summed over all games (null: run until stopped)."""
     stop_at_running_reward: float | None = None
@@ -721,6 +724,12 @@ def validate(config: Config, source: str = "config") -> None:
         fail("train.entropy_weight", train.entropy_weight, "a weight >= 0 such as 0.01")
     if train.entropy_weight and (model.kind not in ("mlp", "conv") or model.output != "softmax"):
         fail("train.entropy_weight", train.entropy_weight, "0 unless model.kind is mlp or conv, softmax")
+    if train.entropy_steps is not None and not (train.entropy_weight > 0 and train.entropy_steps >= 1):
+        fail(
+            "train.entropy_steps",
+            train.entropy_steps,
+            "null, or agent steps >= 1 with train.entropy_weight > 0",
+        )
     sticky = evaluation.sticky_action_prob
     if sticky is not None and not 0.0 <= sticky <= 1.0:
         fail("eval.sticky_action_prob", sticky, "a probability in [0, 1], or null for the training games'")

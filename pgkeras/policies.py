@@ -81,6 +81,18 @@ class EntropyBonus(keras.regularizers.Regularizer):
         return {"weight": self.weight}
 
 
+def set_entropy_weight(model: keras.Model, weight: float) -> None:
+    """Gives the softmax layer of `model` the entropy term `weight` (0: none, as a policy built
+    without one), and has Keras trace its training step anew where that changed it: the weight is
+    a constant of the traced step. Tracing costs about a second, so change it rarely."""
+    layer = model.get_layer("action_probabilities")
+    bonus = layer.activity_regularizer
+    if (bonus.weight if isinstance(bonus, EntropyBonus) else 0.0) == weight:
+        return
+    layer.activity_regularizer = EntropyBonus(weight) if weight else None
+    model.train_function = None
+
+
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     """Returns the Keras optimizer named by `train.optimizer` at `train.learning_rate`."""
     if train.optimizer == "adam":

@@ -50,6 +50,7 @@ from pgkeras.policies import (
     has_value_head,
     make_sampler,
     policy_output_shape,
+    set_entropy_weight,
 )
 from pgkeras.processes import ProcessRolloutCollector
 from pgkeras.returns import clipped_sample_weights, compute_advantages, gae_advantages
@@ -349,6 +350,8 @@ def _loop(
         batch = collector.collect_batch(sampler)
         # The config's step size, not the checkpoint's: a resume may lower it or change its schedule.
         model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
+        if train_config.entropy_steps is not None:
+            set_entropy_weight(model, entropy_weight_at(train_config, counters.env_steps))
         loss = update_on_batch(model, sampler, batch, config)
         callbacks.on_train_batch_end(0, {"loss": loss})
         if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
@@ -431,6 +434,20 @@ def taken_probabilities(model: keras.Model, observations: np.ndarray, actions: n
     """Each sample's probability of its action under `model` as it is now: float32 `(T,)`, from
     `batch_outputs`."""
     return action_probabilities(batch_outputs(model, observations)[0])[np.arange(len(actions)), actions]
+
+
+def entropy_weight_at(train: TrainConfig, env_steps: int) -> float:
+    """The entropy weight of the update that starts after `env_steps` agent steps: `train.entropy_weight`
+    before `train.entropy_steps` (always, where that is null), 0 from then on.
+
+    Example:
+        >>> train = TrainConfig(entropy_weight=0.01, entropy_steps=1000)
+        >>> [entropy_weight_at(train, steps) for steps in (0, 999, 1000, 5000)]
+        [0.01, 0.01, 0.0, 0.0]
+    """
+    if train.entropy_steps is not None and env_steps >= train.entropy_steps:
+        return 0.0
+    return train.entropy_weight
 
 
 def learning_rate_at(train: TrainConfig, env_steps: int) -> float:

@@ -154,6 +154,14 @@ def test_missing_file(tmp_path):
         (["train.value_loss_weight=-1"], "train.value_loss_weight: got -1.0, expected a weight >= 0"),
         (["train.entropy_weight=-0.1"], "train.entropy_weight: got -0.1, expected a weight >= 0"),
         (
+            ["train.entropy_steps=250000"],
+            "train.entropy_steps: got 250000, expected null, or agent steps >= 1 with train.entropy_weight",
+        ),
+        (
+            ["train.entropy_weight=0.01", "train.entropy_steps=0"],
+            "train.entropy_steps: got 0, expected null, or agent steps >= 1 with train.entropy_weight",
+        ),
+        (
             ["train.epochs=0"],
             "train.epochs: got 0, expected a whole number of optimizer steps per batch >= 1",
         ),

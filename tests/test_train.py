@@ -186,6 +186,28 @@ def test_a_learning_rate_schedule_sets_each_update_and_resumes_exactly(tmp_path)
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
 
 
+def test_an_entropy_term_for_the_first_steps_only_stops_there_and_resumes_exactly(tmp_path):
+    """`train.entropy_steps`: the updates that start before that many agent steps have the entropy
+    term, the later ones none; a run stopped before the switch and resumed after it takes the same
+    steps, so its rows and weights are those of the run never stopped."""
+    overrides = ["train.max_steps=null", "train.checkpoint_every=2", "train.entropy_weight=0.01",
+                 "train.entropy_steps=1000"]  # fmt: skip
+    config = load_config(CONFIGS / "cartpole.yaml", overrides)
+    seen = []  # (agent steps after the update, the entropy weight it trained with)
+
+    def entropy_weight(logs, model):
+        bonus = model.get_layer("action_probabilities").activity_regularizer
+        seen.append((logs["env_steps"], bonus.weight if bonus is not None else 0.0))
+
+    train(config, tmp_path / "first", callbacks=[Record(entropy_weight), StopAt(8)])
+    steps_before = [0] + [steps for steps, _ in seen[:-1]]
+    assert [weight for _, weight in seen] == [0.01 if steps < 1000 else 0.0 for steps in steps_before]
+    switch = next(update for update, (_, weight) in enumerate(seen) if weight == 0.0)
+    assert 3 <= switch < 7  # both sides of the switch, and the resume below crosses it
+
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
+
+
 def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_path):
     """`train.epochs: 3`: three optimizer steps on each batch, and a resumed run takes the same steps
     (the ratios come from the batch and the weights, both restored), so its rows and weights are

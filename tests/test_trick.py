@@ -12,7 +12,7 @@ from conftest import PYTHON, REPO
 from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.gradients import actor_critic_gradient, actor_critic_loss, mlp_forward, mlp_policy_gradient
-from pgkeras.policies import build_policy
+from pgkeras.policies import build_policy, set_entropy_weight
 from pgkeras.returns import clipped_sample_weights
 from pgkeras.train import pad_to_few_sizes, update_policy
 
@@ -316,6 +316,38 @@ def test_value_head_and_entropy_step_is_the_analytic_gradient_step(seed, entropy
     update_policy(model, observations, actions, advantages, value_targets=returns)
     for old, new, g in zip(before, model.get_weights(), analytic, strict=True):
         np.testing.assert_allclose(new, old - learning_rate * g, rtol=1e-5, atol=1e-6)
+
+
+def test_an_entropy_term_switched_off_and_on_steps_as_a_policy_built_so():
+    """`set_entropy_weight` (`train.entropy_steps`): a policy built with an entropy term and given
+    weight 0 takes the step of one built without it, and given the weight back, the step of one
+    built with it: the traced training step is traced anew with the weight it now has."""
+    rng = np.random.default_rng(7)
+    observations, actions, advantages = random_batch(rng, 9, 6, 3)
+
+    def policy(entropy_weight, weights=None):
+        keras.utils.set_random_seed(0)
+        model = build_policy(
+            ModelConfig(hidden_units=[5]),
+            TrainConfig(optimizer="sgd", entropy_weight=entropy_weight),
+            (6,),
+            3,
+        )
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
+    switched = policy(0.3)
+    start = switched.get_weights()
+    set_entropy_weight(switched, 0.0)
+    for other, weight in ((policy(0.0, start), 0.0), (policy(0.3, start), 0.3)):
+        set_entropy_weight(switched, weight)
+        switched.set_weights(other.get_weights())
+        update_policy(switched, observations, actions, advantages)
+        update_policy(other, observations, actions, advantages)
+        for a, b in zip(switched.get_weights(), other.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(policy(0.0, start).get_weights()[0], switched.get_weights()[0])
 
 
 def test_a_value_head_policy_refuses_an_update_without_value_targets():
