@@ -83,9 +83,10 @@ class EnvConfig:
     """Split the games into this many groups, stepped in turn, so that the emulator plays one group
     while the policy chooses the actions of another (Atari only; must divide num_envs). 1: all
     games in lockstep."""
-    actions: Literal["updown", "all"] = "updown"
-    """Pong's actions: UP and DOWN (Karpathy), or all six of its minimal set (NOOP, FIRE, UP, DOWN,
-    UPFIRE, DOWNFIRE; the blog's part 2)."""
+    actions: Literal["updown", "noop_updown", "all"] = "updown"
+    """Pong's actions: UP and DOWN (Karpathy); NOOP, UP and DOWN, the three ways its paddle moves; or
+    all six of its minimal set (NOOP, FIRE, UP, DOWN, UPFIRE, DOWNFIRE; the blog's part 2), in
+    which FIRE moves the paddle as NOOP does and the FIRE pairs as UP and DOWN."""
     frames: Literal["difference", "frame_and_difference"] = "difference"
     """What an Atari policy sees: the difference of the last two 0/1 frames (Karpathy; what is
     still is invisible), or the last frame and that difference (2 x 6400 values)."""

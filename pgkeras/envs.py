@@ -37,12 +37,20 @@ PONG_ACTION_NAMES = ("UP", "DOWN")
 # `env.actions: all`: the whole minimal set, named as the paddle moves.
 PONG_ALL_ACTIONS = np.arange(6, dtype=np.int32)
 PONG_ALL_ACTION_NAMES = ("NOOP", "FIRE", "UP", "DOWN", "UPFIRE", "DOWNFIRE")
+# `env.actions: noop_updown`: the three moves. FIRE moves the paddle as NOOP does, UPFIRE as UP and
+# DOWNFIRE as DOWN (the paddle's height in the console's RAM, byte 51, follows the same path), so
+# `all` holds each move twice.
+PONG_NOOP_UPDOWN_ACTIONS = np.array([0, 2, 3], dtype=np.int32)
+PONG_NOOP_UPDOWN_ACTION_NAMES = ("NOOP", "UP", "DOWN")
 
 
 def pong_action_set(actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Indices into Pong's minimal action set, and their names, for `env.actions` (updown or all)."""
+    """Indices into Pong's minimal action set, and their names, for `env.actions` (updown,
+    noop_updown or all)."""
     if actions == "all":
         return PONG_ALL_ACTIONS, PONG_ALL_ACTION_NAMES
+    if actions == "noop_updown":
+        return PONG_NOOP_UPDOWN_ACTIONS, PONG_NOOP_UPDOWN_ACTION_NAMES
     return PONG_ACTIONS, PONG_ACTION_NAMES
 
 
@@ -92,8 +100,8 @@ def game_facts(game: str) -> GameFacts:
 
 
 def game_action_set(game: str, actions: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Indices into the game's minimal action set and their names: Pong's `env.actions` (updown or
-    all), and for every other game its whole minimal set."""
+    """Indices into the game's minimal action set and their names: Pong's `env.actions` (updown,
+    noop_updown or all), and for every other game its whole minimal set."""
     if game == "pong":
         return pong_action_set(actions)
     names = game_facts(game).action_names
@@ -284,7 +292,7 @@ class AtariVectorEnv:
         num_threads: emulator threads per group; 0 lets ale-py choose.
         rgb: ask the emulator for colour screens (for recording); the policy sees the same vectors.
         num_groups: groups of games stepped in turn; must divide `num_envs`.
-        actions: Pong's action set, `updown` or `all`.
+        actions: Pong's action set, `updown`, `noop_updown` or `all`.
         game: the ALE ROM, e.g. "pong" or "breakout" (`ale_game`).
         frames: `difference`, or `frame_and_difference`: observations `(N, 12800)`, the last 0/1
             frame and then the difference (`observation_shape` (2, 80, 80)).

@@ -277,6 +277,37 @@ def test_projections_follow_the_images_as_their_row_and_column_sums():
         load_config("cartpole", ["env.projections=true"])
 
 
+def test_noop_updown_plays_the_three_moves_of_pongs_six_actions():
+    """`env.actions: noop_updown`: NOOP, UP and DOWN, which play the game as NOOP, UP and DOWN of
+    `all` do, in the workers' games as in the vector env's; FIRE and the FIRE pairs move the
+    paddle as NOOP, UP and DOWN (the screens are the same), so `all` holds each move twice."""
+    overrides = ["env.frames=frame_and_difference", "env.num_envs=2", "env.num_groups=1"]
+    six = make_env(load_config("configs/pong.yaml", [*overrides, "env.actions=all"]))
+    config = load_config("configs/pong.yaml", [*overrides, "env.actions=noop_updown"])
+    three, serial = make_env(config), make_env(config, serial=True)
+    try:
+        assert three.action_names == serial.action_names == ("NOOP", "UP", "DOWN") and three.num_actions == 3
+        np.testing.assert_array_equal(three.reset(), six.reset())
+        serial.reset()
+        rng = np.random.default_rng(0)
+        for _ in range(150):
+            moves = rng.integers(0, 3, size=2).astype(np.int32)
+            got = three.step(moves).observations
+            np.testing.assert_array_equal(got, serial.step(moves).observations)
+            fire = rng.integers(0, 2, size=2)  # the same move with FIRE, or without
+            np.testing.assert_array_equal(
+                got,
+                six.step(
+                    (np.array([0, 2, 3])[moves] + np.array([1, 2, 2])[moves] * fire).astype(np.int32)
+                ).observations,
+            )
+    finally:
+        for env in (six, three, serial):
+            env.close()
+    with pytest.raises(Exception, match="env.actions: got 'noop_updown', expected updown for games other"):
+        load_config("configs/breakout.yaml", ["env.actions=noop_updown"])
+
+
 @pytest.mark.parametrize("where", ["all", "frame"])
 def test_blank_columns_hide_the_opponent_paddle_and_nothing_else(where):
     """`env.blank_columns: [8, 9]`: Pong's opponent paddle never shows in the frame, nor in the
