@@ -12,7 +12,7 @@ from conftest import PYTHON, REPO
 from pgkeras.checks import central_differences, keras_loss_gradients
 from pgkeras.config import ModelConfig, TrainConfig
 from pgkeras.gradients import actor_critic_gradient, actor_critic_loss, mlp_forward, mlp_policy_gradient
-from pgkeras.policies import build_policy, set_entropy_weight
+from pgkeras.policies import build_policy
 from pgkeras.returns import clipped_sample_weights
 from pgkeras.train import pad_to_few_sizes, update_policy
 
@@ -318,36 +318,53 @@ def test_value_head_and_entropy_step_is_the_analytic_gradient_step(seed, entropy
         np.testing.assert_allclose(new, old - learning_rate * g, rtol=1e-5, atol=1e-6)
 
 
-def test_an_entropy_term_switched_off_and_on_steps_as_a_policy_built_so():
+ENTROPY_SWITCH = """
+import keras, numpy as np
+from pgkeras.config import ModelConfig, TrainConfig
+from pgkeras.policies import build_policy, set_entropy_weight
+from pgkeras.train import update_policy
+
+rng = np.random.default_rng(7)
+observations = rng.normal(size=(9, 6)).astype(np.float32)
+actions, advantages = rng.integers(0, 3, size=9), rng.normal(size=9).astype(np.float32)
+
+
+def policy(entropy_weight, weights=None):
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(optimizer="sgd", entropy_weight=entropy_weight)
+    model = build_policy(ModelConfig(hidden_units=[5]), config, (6,), 3)
+    if weights is not None:
+        model.set_weights(weights)
+    return model
+
+
+switched = policy(0.3)
+start = switched.get_weights()
+set_entropy_weight(switched, 0.0)
+for other, weight in ((policy(0.0, start), 0.0), (policy(0.3, start), 0.3)):
+    set_entropy_weight(switched, weight)
+    switched.set_weights(other.get_weights())
+    update_policy(switched, observations, actions, advantages)
+    update_policy(other, observations, actions, advantages)
+    for a, b in zip(switched.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+assert not np.array_equal(policy(0.0, start).get_weights()[0], switched.get_weights()[0])
+print("same steps")
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_an_entropy_term_switched_off_and_on_steps_as_a_policy_built_so(backend):
     """`set_entropy_weight` (`train.entropy_steps`): a policy built with an entropy term and given
     weight 0 takes the step of one built without it, and given the weight back, the step of one
-    built with it: the traced training step is traced anew with the weight it now has."""
-    rng = np.random.default_rng(7)
-    observations, actions, advantages = random_batch(rng, 9, 6, 3)
-
-    def policy(entropy_weight, weights=None):
-        keras.utils.set_random_seed(0)
-        model = build_policy(
-            ModelConfig(hidden_units=[5]),
-            TrainConfig(optimizer="sgd", entropy_weight=entropy_weight),
-            (6,),
-            3,
-        )
-        if weights is not None:
-            model.set_weights(weights)
-        return model
-
-    switched = policy(0.3)
-    start = switched.get_weights()
-    set_entropy_weight(switched, 0.0)
-    for other, weight in ((policy(0.0, start), 0.0), (policy(0.3, start), 0.3)):
-        set_entropy_weight(switched, weight)
-        switched.set_weights(other.get_weights())
-        update_policy(switched, observations, actions, advantages)
-        update_policy(other, observations, actions, advantages)
-        for a, b in zip(switched.get_weights(), other.get_weights(), strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(policy(0.0, start).get_weights()[0], switched.get_weights()[0])
+    built with it: the training step is traced anew with the weight it now has, on either backend."""
+    pytest.importorskip(backend, reason=f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    result = subprocess.run(
+        [PYTHON, "-c", ENTROPY_SWITCH], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["same", "steps"]
 
 
 def test_a_value_head_policy_refuses_an_update_without_value_targets():
