@@ -233,3 +233,24 @@ def test_update_cost_times_the_config_s_update_in_both_hidden_dtypes():
     assert all(ms > 0 for ms in milliseconds)
     prefix, value = ratio.split(": ")
     assert prefix == "mixed_bfloat16 / float32" and float(value) > 0
+
+
+def test_time_shares_split_a_real_run_s_time_into_parts_that_add_up():
+    script = REPO / "benchmarks" / "time_shares.py"
+    overrides = ["--set", "train.samples_per_update=300", "--set", "model.hidden_units=[16]",
+                 "--set", "rollout.backend=local", "--set", "train.checkpoint_every=2"]  # fmt: skip
+    result = subprocess.run(
+        [PYTHON, script, "--config", CONFIGS / "pong_fast.yaml", *overrides, "--steps", "1500"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, *parts, estimate = result.stdout.splitlines()[-7:]  # after the run's own lines
+    played = int(header.split(": ")[1].split(" agent steps")[0].replace(",", ""))
+    assert header.startswith("pong_fast.yaml train.samples_per_update=300") and played >= 1500
+    names = [line[:24].strip() for line in parts]
+    assert names == ["playing", "the trick's steps", "ratios' forward passes", "checkpoints", "the rest"]
+    percents = [float(line.split()[-1].rstrip("%")) for line in parts]
+    assert all(percent > 0 for percent in percents[:4]) and abs(sum(percents) - 100) < 0.5
+    rate = int(estimate.split(": ")[1].split(" agent")[0].replace(",", ""))
+    minutes = float(estimate.split(", ")[1].split(" min")[0])
+    assert rate > 0 and minutes == pytest.approx(1_400_000 / rate / 60, abs=0.1)
