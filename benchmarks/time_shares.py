@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     played, total, seconds = shares(args.config, args.overrides, args.steps)
     rest = total - sum(seconds.values())
-    print(f"{args.config.name} {' '.join(args.overrides)}: {played:,} agent steps, {total:.1f} s")
+    settings = "".join(f" {item}" for item in args.overrides)
+    print(f"{args.config.name}{settings}: {played:,} agent steps, {total:.1f} s")
     for part, value in [*seconds.items(), ("the rest", rest)]:
         print(f"{part:<24} {value:7.1f} s  {100 * value / total:5.1f}%")
     playing = seconds["playing"]
