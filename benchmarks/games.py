@@ -44,8 +44,10 @@ def plot_games(games: list[tuple[str, list[Path]]], out: Path) -> Path:
 
 def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
     """Draws running reward against agent steps for every run on one panel, a colour per group
-    (after ten groups the colours come again, dashed, then dotted)."""
-    figure = Figure(figsize=(8, 4.5))
+    (after ten groups the colours come again, dashed, then dotted, then dash-dotted). More than 20
+    groups get a wider figure with the legend beside the panel."""
+    many = len(groups) > 20  # more than 20 lines of legend overflow a legend inside the panel
+    figure = Figure(figsize=(14, 0.16 * len(groups) + 1.0) if many else (8, 4.5))
     axis = figure.subplots()
     for index, (name, runs) in enumerate(groups):
         for number, run in enumerate(runs):
@@ -53,14 +55,17 @@ def plot_overlaid(groups: list[tuple[str, list[Path]]], out: Path) -> Path:
             rows = [row for row in read_metrics(run / "metrics.csv") if row["episodes"] > 0]
             axis.plot(
                 [row["env_steps"] / 1e6 for row in rows], [row["running_reward"] for row in rows],
-                color=f"C{index % 10}", linestyle=("-", "--", ":")[index // 10 % 3], linewidth=1.0,
+                color=f"C{index % 10}", linestyle=("-", "--", ":", "-.")[index // 10 % 4], linewidth=1.0,
                 label=label,
             )  # fmt: skip
     axis.set(xlabel="agent steps (millions)", ylabel="running reward")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8 if len(groups) <= 20 else 6.5)  # more than 20 lines of 8 points overflow
+    if many:
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out, dpi=90)
+    figure.savefig(out, dpi=90, bbox_inches="tight" if many else None)  # the legend beside the panel
     return out
 
 
