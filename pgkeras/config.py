@@ -180,7 +180,14 @@ class TrainConfig:
     rmsprop_rho: float = 0.99
     """RMSprop's decay of the running mean of squared gradients (Karpathy's `decay_rate`)."""
     gamma: float = 0.99
-    """Discount of future rewards, in [0, 1]."""
+    """Discount of future rewards, in [0, 1] (at the start, with `gamma_final`)."""
+    gamma_final: float | None = None
+    """null: the discount stays `gamma`. A number in [0, 1]: before each update the batch's returns
+    (and GAE's advantages) are taken again with the discount on a straight line from `gamma` at agent
+    step 0 to this at `gamma_decay_steps`, and this after; a function of the run's agent steps, so a
+    resumed run takes the same steps. A smaller discount pays more for a point won sooner."""
+    gamma_decay_steps: int | None = None
+    """Agent steps (summed over all games) over which the discount reaches `gamma_final`."""
     reset_on_reward: bool | None = None
     """Restart the discounted sum at every non-zero reward. Pong-specific: each point is its own
     game. null (the default) means true for Pong and false for every other game, where a reset at
@@ -673,6 +680,17 @@ def validate(config: Config, source: str = "config") -> None:
         fail("train.rmsprop_rho", train.rmsprop_rho, "a number in [0, 1)")
     if not 0.0 <= train.gamma <= 1.0:
         fail("train.gamma", train.gamma, "a discount in [0, 1]")
+    if train.gamma_final is not None and not 0.0 <= train.gamma_final <= 1.0:
+        fail("train.gamma_final", train.gamma_final, "null or a discount in [0, 1] such as 0.98")
+    if (train.gamma_final is None) != (train.gamma_decay_steps is None):
+        fail(
+            "train.gamma_decay_steps",
+            train.gamma_decay_steps,
+            "a number of agent steps together with train.gamma_final "
+            f"(got {train.gamma_final}), or both null",
+        )
+    if train.gamma_decay_steps is not None and not train.gamma_decay_steps >= 1:
+        fail("train.gamma_decay_steps", train.gamma_decay_steps, "a number of agent steps >= 1")
     if (train.episodes_per_update is None) == (train.samples_per_update is None):
         fail(
             "train.samples_per_update",

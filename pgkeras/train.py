@@ -53,7 +53,7 @@ from pgkeras.policies import (
     set_entropy_weight,
 )
 from pgkeras.processes import ProcessRolloutCollector
-from pgkeras.returns import clipped_sample_weights, compute_advantages, gae_advantages
+from pgkeras.returns import clipped_sample_weights, compute_advantages, discounted_returns, gae_advantages
 from pgkeras.rollout import Batch, Collector, RolloutCollector, derive_seed
 
 
@@ -352,7 +352,7 @@ def _loop(
         model.optimizer.learning_rate.assign(learning_rate_at(train_config, counters.env_steps))
         if train_config.entropy_steps is not None:
             set_entropy_weight(model, entropy_weight_at(train_config, counters.env_steps))
-        loss = update_on_batch(model, sampler, batch, config)
+        loss = update_on_batch(model, sampler, batch, config, gamma_at(train_config, counters.env_steps))
         callbacks.on_train_batch_end(0, {"loss": loss})
         if not math.isfinite(loss) or not all(np.isfinite(w).all() for w in model.get_weights()):
             if model.stop_training:  # a callback (TerminateOnNaN) ends the run; no checkpoint of it
@@ -385,15 +385,22 @@ def _loop(
     return interrupted
 
 
-def update_on_batch(model: keras.Model, sampler: ActionSampler, batch: Batch, config: Config) -> float:
+def update_on_batch(
+    model: keras.Model, sampler: ActionSampler, batch: Batch, config: Config, gamma: float | None = None
+) -> float:
     """`train.epochs` steps of the trick on one batch (`update_policy` each), then the sampler
-    refreshed; returns the last step's loss. From the second step on, each sample's weight is its
-    advantage times the ratio of its action's probability now to before the first step, clipped
-    as PPO does (`clipped_sample_weights`). The ratios come from the trainer's copy of the policy,
-    so with `rollout.asynchronous` "before" is the policy of the update, not the one that played.
-    A sample whose action had probability 0 in float32 before the first step keeps ratio 1."""
+    refreshed; returns the last step's loss. A `gamma` other than `train.gamma` (its schedule,
+    `gamma_at`) takes the batch's returns again with that discount (`with_discount`). From the
+    second step on, each sample's weight is its advantage times the ratio of its action's
+    probability now to before the first step, clipped as PPO does (`clipped_sample_weights`). The
+    ratios come from the trainer's copy of the policy, so with `rollout.asynchronous` "before" is
+    the policy of the update, not the one that played. A sample whose action had probability 0 in
+    float32 before the first step keeps ratio 1."""
     train_config = config.train
-    advantages = batch_advantages(model, batch, train_config)
+    gamma = train_config.gamma if gamma is None else gamma
+    if gamma != train_config.gamma:
+        batch = with_discount(batch, gamma)
+    advantages = batch_advantages(model, batch, train_config, gamma)
     observations, actions = batch.observations, batch.actions
     before = taken_probabilities(model, observations, actions) if train_config.epochs > 1 else None
     weights = advantages
@@ -462,18 +469,48 @@ def learning_rate_at(train: TrainConfig, env_steps: int) -> float:
     """
     if train.learning_rate_final is None:
         return train.learning_rate
-    done = min(1.0, env_steps / train.learning_rate_decay_steps)
-    return train.learning_rate + (train.learning_rate_final - train.learning_rate) * done
+    return on_straight_line(
+        train.learning_rate, train.learning_rate_final, train.learning_rate_decay_steps, env_steps
+    )
 
 
-def batch_advantages(model: keras.Model, batch: Batch, train: TrainConfig) -> np.ndarray:
+def gamma_at(train: TrainConfig, env_steps: int) -> float:
+    """The discount of the update that starts after `env_steps` agent steps: `train.gamma`, or with
+    `train.gamma_final` the point at `env_steps` on the straight line from `gamma` (step 0) to
+    `gamma_final` (`gamma_decay_steps` and after).
+
+    Example:
+        >>> train = TrainConfig(gamma=0.99, gamma_final=0.97, gamma_decay_steps=1000)
+        >>> [round(gamma_at(train, steps), 6) for steps in (0, 500, 1000, 5000)]
+        [0.99, 0.98, 0.97, 0.97]
+    """
+    if train.gamma_final is None:
+        return train.gamma
+    return on_straight_line(train.gamma, train.gamma_final, train.gamma_decay_steps, env_steps)
+
+
+def on_straight_line(start: float, final: float, steps: int, env_steps: int) -> float:
+    """`start` at agent step 0, `final` at `steps` and after, on a straight line between."""
+    return start + (final - start) * min(1.0, env_steps / steps)
+
+
+def with_discount(batch: Batch, gamma: float) -> Batch:
+    """The batch with its returns taken again with discount `gamma`, each within its own stretch
+    (`batch.ends`: a point, a life or an episode, as the collectors took them)."""
+    return batch._replace(returns=discounted_returns(batch.rewards, gamma, False, batch.ends))
+
+
+def batch_advantages(
+    model: keras.Model, batch: Batch, train: TrainConfig, gamma: float | None = None
+) -> np.ndarray:
     """The sample weights of a batch: its discounted returns, or with `train.gae_lambda` the
-    GAE(lambda) advantages from the model's values of the batch before the update; then
-    standardised or centred as `train.advantage` says."""
+    GAE(lambda) advantages (discount `gamma`, by default `train.gamma`) from the model's values of
+    the batch before the update; then standardised or centred as `train.advantage` says."""
     if train.gae_lambda is None:
         return compute_advantages(batch.returns, train.advantage, batch.segment_ids)
+    gamma = train.gamma if gamma is None else gamma
     values = batch_outputs(model, batch.observations)[1][:, 0]  # the value head's V(s)
-    estimates = gae_advantages(batch.rewards, values, batch.ends, train.gamma, train.gae_lambda)
+    estimates = gae_advantages(batch.rewards, values, batch.ends, gamma, train.gae_lambda)
     return compute_advantages(estimates, train.advantage, batch.segment_ids)
 
 

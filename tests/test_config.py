@@ -184,6 +184,18 @@ def test_missing_file(tmp_path):
             "train.learning_rate_decay_steps: got 0, expected a number of agent steps >= 1",
         ),
         (
+            ["train.gamma_final=0.97"],
+            "train.gamma_decay_steps: got None, expected a number of agent steps together with",
+        ),
+        (
+            ["train.gamma_final=1.5", "train.gamma_decay_steps=1000"],
+            "train.gamma_final: got 1.5, expected null or a discount in [0, 1]",
+        ),
+        (
+            ["train.gamma_final=0.97", "train.gamma_decay_steps=0"],
+            "train.gamma_decay_steps: got 0, expected a number of agent steps >= 1",
+        ),
+        (
             ["env.id=LQR", "model.kind=linear_gaussian", "model.value_head=true"],
             "model.value_head: got True, expected false with model.kind linear_gaussian",
         ),

@@ -1,6 +1,7 @@
 """Real training runs through `train()`: Pong writes every artefact and resumes; CartPole, FrozenLake
 and the LQR learn."""
 
+import importlib
 import json
 import shutil
 
@@ -15,8 +16,8 @@ from pgkeras.envs import make_env
 from pgkeras.evaluation import play_one_episode_each
 from pgkeras.metrics import COLUMNS, read_metrics
 from pgkeras.policies import ActionSampler
-from pgkeras.rollout import Batch
-from pgkeras.train import taken_probabilities, train, update_on_batch
+from pgkeras.rollout import Batch, RolloutCollector
+from pgkeras.train import taken_probabilities, train, update_on_batch, with_discount
 
 TINY_PONG = ["env.num_envs=4", "train.samples_per_update=1000", "train.checkpoint_every=2",
              "model.hidden_units=[16]"]  # fmt: skip
@@ -206,6 +207,64 @@ def test_an_entropy_term_for_the_first_steps_only_stops_there_and_resumes_exactl
     assert 3 <= switch < 7  # both sides of the switch, and the resume below crosses it
 
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
+
+
+def test_a_discount_schedule_takes_each_update_s_returns_again_and_resumes_exactly(tmp_path, monkeypatch):
+    """`train.gamma_final`: each update's returns are taken with the straight line's discount at the
+    agent steps before it, falling to the final value and staying there; a resumed run takes the
+    same steps, so its rows and weights are those of the run never stopped."""
+    overrides = ["train.max_steps=null", "train.checkpoint_every=2", "train.gamma_final=0.9",
+                 "train.gamma_decay_steps=1000"]  # fmt: skip
+    config = load_config(CONFIGS / "cartpole.yaml", overrides)
+    trainer = importlib.import_module("pgkeras.train")  # the module; `pgkeras.train` is the function
+    discounts = []
+
+    def recorded(batch, gamma):
+        discounts.append(gamma)
+        return with_discount(batch, gamma)
+
+    monkeypatch.setattr(trainer, "with_discount", recorded)
+    seen = []  # agent steps after each update
+    record = Record(lambda logs, model: seen.append(logs["env_steps"]))
+    train(config, tmp_path / "first", callbacks=[record, StopAt(8)])
+    steps_before = [0] + seen[:-1]
+    expected = [0.99 - 0.09 * min(1.0, steps / 1000) for steps in steps_before]
+    np.testing.assert_allclose(discounts, expected[1:], rtol=1e-12)  # update 1 keeps the collectors' 0.99
+    assert steps_before[-2] > 1000 and discounts[-1] == pytest.approx(0.9)  # it reached the end and stayed
+
+    assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
+
+
+class UniformChoices:
+    """Actions 0 and 1 drawn uniformly: a policy for the collector."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def sample(self, observations):
+        return self.rng.integers(0, 2, len(observations)).astype(np.int32)
+
+
+@pytest.mark.parametrize("game", ["ALE/Pong-v5", "ALE/Breakout-v5"])
+def test_returns_taken_again_end_where_the_collectors_ended_them(game):
+    """`with_discount` on a real batch: with the collectors' discount it gives their returns to the
+    bit; with another, each point of Pong (each life of Breakout, `reset_on_life_loss`) is
+    discounted on its own."""
+    config = load_config(CONFIGS / "pong.yaml", ["env.num_envs=2", "env.num_groups=1", f"env.id={game}"])
+    env = make_env(config, serial=True)
+    reset_on_reward = game == "ALE/Pong-v5"
+    collector = RolloutCollector(env, gamma=0.99, reset_on_reward=reset_on_reward, samples_per_update=1500,
+                                 seed=0, reset_on_life_loss=not reset_on_reward)  # fmt: skip
+    batch = collector.collect_batch(UniformChoices(np.random.default_rng(0)))
+    collector.close()
+    np.testing.assert_array_equal(with_discount(batch, 0.99).returns, batch.returns)
+    halved = with_discount(batch, 0.5).returns
+    stops = np.flatnonzero(batch.ends) + 1
+    assert len(stops) >= 5 and stops[-1] == len(batch.rewards)
+    for start, stop in zip([0, *stops[:-1]], stops, strict=True):
+        rewards = batch.rewards[start:stop].astype(np.float64)
+        expected = [sum(r * 0.5**k for k, r in enumerate(rewards[t:])) for t in range(len(rewards))]
+        np.testing.assert_allclose(halved[start:stop], expected, rtol=1e-6, atol=1e-30)
 
 
 def test_clipped_epochs_take_that_many_steps_per_batch_and_resume_exactly(tmp_path):
