@@ -59,6 +59,13 @@ def test_medians_count_a_run_that_never_got_there_as_later_and_marks_read_each_r
     assert row(lines, "a/pong-seed0")[1:] == ["+0.5", "+20.0", "-"]
     assert row(lines, "b/pong-seed0")[1:] == ["-5.0", "-5.0", "-"]
     assert row(lines, "c/pong-seed0")[1:] == ["-12.0", "-3.0", "-3.0"]
+    # Agent steps per game since the mark before, read at the same updates (one game per update in
+    # these runs): run c finished one game in the 300k steps from its 200k row to its 500k row, which
+    # also stands for 450k, so no game finished between 250k and 450k.
+    lengths = lines[next(i for i, line in enumerate(lines) if "agent steps per game" in line) :]
+    assert row(lengths, "a/pong-seed0")[1:] == ["100,000", "100,000", "-"]
+    assert row(lengths, "b/pong-seed0")[1:] == ["125,000", "-", "-"]
+    assert row(lengths, "c/pong-seed0")[1:] == ["100,000", "300,000", "-"]
 
 
 @pytest.mark.slow
