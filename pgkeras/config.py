@@ -665,32 +665,14 @@ def validate(config: Config, source: str = "config") -> None:
         fail("train.learning_rate", train.learning_rate, "a positive number such as 1e-3")
     if train.learning_rate_final is not None and not train.learning_rate_final >= 0:
         fail("train.learning_rate_final", train.learning_rate_final, "null or a number >= 0 such as 1e-4")
-    if (train.learning_rate_final is None) != (train.learning_rate_decay_steps is None):
-        fail(
-            "train.learning_rate_decay_steps",
-            train.learning_rate_decay_steps,
-            "a number of agent steps together with train.learning_rate_final "
-            f"(got {train.learning_rate_final}), or both null",
-        )
-    if train.learning_rate_decay_steps is not None and not train.learning_rate_decay_steps >= 1:
-        fail(
-            "train.learning_rate_decay_steps", train.learning_rate_decay_steps, "a number of agent steps >= 1"
-        )
+    _validate_schedule(train, "learning_rate", fail)
     if not 0.0 <= train.rmsprop_rho < 1.0:
         fail("train.rmsprop_rho", train.rmsprop_rho, "a number in [0, 1)")
     if not 0.0 <= train.gamma <= 1.0:
         fail("train.gamma", train.gamma, "a discount in [0, 1]")
     if train.gamma_final is not None and not 0.0 <= train.gamma_final <= 1.0:
         fail("train.gamma_final", train.gamma_final, "null or a discount in [0, 1] such as 0.98")
-    if (train.gamma_final is None) != (train.gamma_decay_steps is None):
-        fail(
-            "train.gamma_decay_steps",
-            train.gamma_decay_steps,
-            "a number of agent steps together with train.gamma_final "
-            f"(got {train.gamma_final}), or both null",
-        )
-    if train.gamma_decay_steps is not None and not train.gamma_decay_steps >= 1:
-        fail("train.gamma_decay_steps", train.gamma_decay_steps, "a number of agent steps >= 1")
+    _validate_schedule(train, "gamma", fail)
     if (train.episodes_per_update is None) == (train.samples_per_update is None):
         fail(
             "train.samples_per_update",
@@ -807,6 +789,20 @@ def ray_head(address: str) -> tuple[str, int] | None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         return None
     return host.strip("[]"), int(port)
+
+
+def _validate_schedule(train: TrainConfig, name: str, fail: typing.Callable[[str, Any, str], None]) -> None:
+    """`train.{name}_final` and `train.{name}_decay_steps`, a straight-line schedule: both set or
+    both null, over at least one agent step."""
+    final, steps = getattr(train, f"{name}_final"), getattr(train, f"{name}_decay_steps")
+    if (final is None) != (steps is None):
+        fail(
+            f"train.{name}_decay_steps",
+            steps,
+            f"a number of agent steps together with train.{name}_final (got {final}), or both null",
+        )
+    if steps is not None and not steps >= 1:
+        fail(f"train.{name}_decay_steps", steps, "a number of agent steps >= 1")
 
 
 def _validate_lqr(lqr: LQRConfig, fail: typing.Callable[[str, Any, str], None]) -> None:
