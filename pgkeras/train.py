@@ -500,15 +500,12 @@ def with_discount(batch: Batch, gamma: float) -> Batch:
     return batch._replace(returns=discounted_returns(batch.rewards, gamma, False, batch.ends))
 
 
-def batch_advantages(
-    model: keras.Model, batch: Batch, train: TrainConfig, gamma: float | None = None
-) -> np.ndarray:
+def batch_advantages(model: keras.Model, batch: Batch, train: TrainConfig, gamma: float) -> np.ndarray:
     """The sample weights of a batch: its discounted returns, or with `train.gae_lambda` the
-    GAE(lambda) advantages (discount `gamma`, by default `train.gamma`) from the model's values of
-    the batch before the update; then standardised or centred as `train.advantage` says."""
+    GAE(lambda) advantages (discount `gamma`) from the model's values of the batch before the
+    update; then standardised or centred as `train.advantage` says."""
     if train.gae_lambda is None:
         return compute_advantages(batch.returns, train.advantage, batch.segment_ids)
-    gamma = train.gamma if gamma is None else gamma
     values = batch_outputs(model, batch.observations)[1][:, 0]  # the value head's V(s)
     estimates = gae_advantages(batch.rewards, values, batch.ends, gamma, train.gae_lambda)
     return compute_advantages(estimates, train.advantage, batch.segment_ids)

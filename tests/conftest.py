@@ -2,11 +2,14 @@
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,3 +74,20 @@ def fresh_policy_parameters(config):
     model = build_policy(config.model, config.train, env.observation_shape, env.num_actions)
     env.close()
     return dense_parameters(model)
+
+
+class Choosing(NamedTuple):
+    """A policy for the collector whose actions a test function chooses."""
+
+    sample: Callable[[np.ndarray], np.ndarray]
+
+
+def random_choices(seed):
+    """A chooser that draws actions uniformly from its own seeded generator (one per batch, so
+    two collectors given the same seed make the same draws)."""
+    rng = np.random.default_rng(seed)
+
+    def choose(observations):
+        return rng.integers(0, 2, size=len(observations)).astype(np.int32)
+
+    return choose

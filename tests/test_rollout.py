@@ -1,10 +1,8 @@
 """The collector on a scripted game whose every return is known."""
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
 import pytest
+from conftest import Choosing, random_choices
 from gymnasium.utils.env_checker import check_env
 from scripted_env import SCRIPTED_ID, ScriptedEnv
 
@@ -30,12 +28,6 @@ def make_scripted(num_envs=3, **env_kwargs):
             **env_kwargs,
         )
     return env
-
-
-class Choosing(NamedTuple):
-    """A policy for the collector whose actions a test function chooses."""
-
-    sample: Callable[[np.ndarray], np.ndarray]
 
 
 def alternate(observations):
@@ -126,17 +118,6 @@ def test_games_are_played_with_numpy_blas_on_one_thread_and_the_limit_is_restore
         collector.collect_batch(Choosing(choose))
         assert blas_threads() == before
     assert seen and all(threads == [1] * len(before) for threads in seen)
-
-
-def random_choices(seed):
-    """A chooser that draws actions uniformly from its own seeded generator (one per batch, so
-    two collectors given the same seed make the same draws)."""
-    rng = np.random.default_rng(seed)
-
-    def choose(observations):
-        return rng.integers(0, 2, size=len(observations)).astype(np.int32)
-
-    return choose
 
 
 def batches_equal(a, b):

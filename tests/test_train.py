@@ -8,7 +8,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import CONFIGS, Record, StopAt, timing_free
+from conftest import CONFIGS, Choosing, Record, StopAt, random_choices, timing_free
 
 import pgkeras
 from pgkeras.config import ConfigError, load_config
@@ -235,16 +235,6 @@ def test_a_discount_schedule_takes_each_update_s_returns_again_and_resumes_exact
     assert_a_resumed_run_repeats(config, tmp_path / "first", tmp_path / "resumed", 3, 8)
 
 
-class UniformChoices:
-    """Actions 0 and 1 drawn uniformly: a policy for the collector."""
-
-    def __init__(self, rng):
-        self.rng = rng
-
-    def sample(self, observations):
-        return self.rng.integers(0, 2, len(observations)).astype(np.int32)
-
-
 @pytest.mark.parametrize("game", ["ALE/Pong-v5", "ALE/Breakout-v5"])
 def test_returns_taken_again_end_where_the_collectors_ended_them(game):
     """`with_discount` on a real batch: with the collectors' discount it gives their returns to the
@@ -255,7 +245,7 @@ def test_returns_taken_again_end_where_the_collectors_ended_them(game):
     reset_on_reward = game == "ALE/Pong-v5"
     collector = RolloutCollector(env, gamma=0.99, reset_on_reward=reset_on_reward, samples_per_update=1500,
                                  seed=0, reset_on_life_loss=not reset_on_reward)  # fmt: skip
-    batch = collector.collect_batch(UniformChoices(np.random.default_rng(0)))
+    batch = collector.collect_batch(Choosing(random_choices(0)))
     collector.close()
     np.testing.assert_array_equal(with_discount(batch, 0.99).returns, batch.returns)
     halved = with_discount(batch, 0.5).returns
